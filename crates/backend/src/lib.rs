@@ -1,0 +1,54 @@
+//! The contract between polykms' core and its key stores.
+//!
+//! A backend wraps and unwraps small secrets (DEK seeds) with a key-encryption key that lives
+//! in a key store. It knows nothing of gRPC, envelopes or Kubernetes; core knows nothing of
+//! any key store. This crate has no runtime, no SDK and no network dependency on purpose.
+
+mod error;
+mod secret;
+mod sensitive;
+mod types;
+
+use std::fmt::Debug;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+pub use error::{BackendError, ErrorKind};
+pub use secret::SecretBytes;
+pub use sensitive::SensitiveString;
+pub use types::{KeyVersion, WrappedKey};
+
+/// What a key store does for polykms: wrap and unwrap seeds under its current key.
+#[async_trait]
+pub trait KeyEncryptionBackend: Send + Sync + Debug + 'static {
+    /// Short name of the backend type (`local`, `aws`, ...), used in logs and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Identity of the remote key version that `wrap` uses now. Public, never secret.
+    async fn key_version(&self) -> Result<KeyVersion, BackendError>;
+
+    /// Wraps `plaintext`, binding it to `aad`. The result records the key version used.
+    async fn wrap(&self, plaintext: &SecretBytes, aad: &[u8]) -> Result<WrappedKey, BackendError>;
+
+    /// Unwraps what `wrap` produced (under any key version the store still has).
+    async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError>;
+
+    /// Health check: proves the key store is reachable and the key usable, and returns the
+    /// current key version. The default asks for the key version; backends override it when
+    /// a cheaper or more thorough check exists.
+    async fn probe(&self) -> Result<KeyVersion, BackendError> {
+        self.key_version().await
+    }
+
+    /// When the backend's credentials expire, for those that have expiring credentials.
+    fn credential_expiry(&self) -> Option<SystemTime> {
+        None
+    }
+
+    /// One line describing how the backend reaches its key store (endpoint, proxy, CA bundle),
+    /// printed by `polykms check`. No secrets.
+    fn describe(&self) -> String {
+        self.kind().to_string()
+    }
+}
