@@ -1,0 +1,445 @@
+//! `type = "aws"` settings and the parsed form of the configured key reference.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use polykms_backend::BackendError;
+use serde::Deserialize;
+
+use crate::context::{AAD_KEY, AAD_KEY_BASE64};
+
+/// Default per-call timeout: long enough for a cross-region call, short enough that a dead
+/// endpoint is reported well within the apiserver's KMS deadline.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Default TCP/TLS connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Default attempts per call made by the SDK's standard retry strategy (1 = no SDK retry).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+
+/// `type = "aws"` settings. Credentials never appear here: they come from the SDK's default
+/// chain (environment, shared profile, web identity / IRSA, ECS / EC2 metadata).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// The KMS key: key ARN, key id, alias ARN or `alias/name`.
+    pub key: String,
+    /// AWS region; defaults to the SDK's region chain, then to the region of a key ARN.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL override (VPC endpoint, FIPS endpoint, emulator in tests).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Named profile from the shared config files, instead of `AWS_PROFILE`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Role to assume (STS AssumeRole) with the default-chain credentials.
+    #[serde(default)]
+    pub assume_role_arn: Option<String>,
+    /// External id required by the role's trust policy, if any. Not a secret by AWS' design.
+    #[serde(default)]
+    pub assume_role_external_id: Option<String>,
+    /// Session name for the assumed role (appears in CloudTrail).
+    #[serde(default)]
+    pub assume_role_session_name: Option<String>,
+    /// Extra EncryptionContext pairs, merged with the plugin's AAD. Changing them later makes
+    /// existing ciphertexts undecryptable: set them once.
+    #[serde(default)]
+    pub encryption_context: BTreeMap<String, String>,
+    /// Overall deadline of one KMS call, SDK retries included, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// TCP/TLS connect timeout in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Attempts per call by the SDK (throttling, 5xx, network); core retries on top of this.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+impl AwsConfig {
+    /// A config for `key` with every optional field at its default.
+    pub fn new(key: impl Into<String>) -> Self {
+        AwsConfig {
+            key: key.into(),
+            region: None,
+            endpoint: None,
+            profile: None,
+            assume_role_arn: None,
+            assume_role_external_id: None,
+            assume_role_session_name: None,
+            encryption_context: BTreeMap::new(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Checks every field that can be checked without the network; errors name the field.
+    pub(crate) fn validate(&self) -> Result<KeyRef, BackendError> {
+        let key = KeyRef::parse(&self.key)?;
+        if let Some(region) = &self.region {
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(BackendError::config(format!(
+                    "region: {region:?} is not a region name"
+                )));
+            }
+        }
+        if let (Some(region), Some(key_region)) = (self.region.as_deref(), key.region()) {
+            if region != key_region {
+                return Err(BackendError::config(format!(
+                    "key: the ARN is in region {key_region} but region = {region:?}"
+                )));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                return Err(BackendError::config(format!(
+                    "endpoint: {endpoint:?} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        if let Some(role) = &self.assume_role_arn {
+            if !role.starts_with("arn:") || !role.contains(":role/") {
+                return Err(BackendError::config(format!(
+                    "assume_role_arn: {role:?} is not an IAM role ARN"
+                )));
+            }
+        } else if self.assume_role_external_id.is_some() || self.assume_role_session_name.is_some()
+        {
+            return Err(BackendError::config(
+                "assume_role_external_id / assume_role_session_name need assume_role_arn",
+            ));
+        }
+        for (k, v) in &self.encryption_context {
+            if k.is_empty() || v.is_empty() {
+                return Err(BackendError::config(
+                    "encryption_context: keys and values must not be empty",
+                ));
+            }
+            if k == AAD_KEY || k == AAD_KEY_BASE64 {
+                return Err(BackendError::config(format!(
+                    "encryption_context: {k:?} is reserved for the plugin's AAD"
+                )));
+            }
+            if k.to_ascii_lowercase().starts_with("aws:") {
+                return Err(BackendError::config(format!(
+                    "encryption_context: {k:?} uses the reserved aws: prefix"
+                )));
+            }
+        }
+        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(BackendError::config(
+                "timeout_ms / connect_timeout_ms must be > 0",
+            ));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(BackendError::config(
+                "max_attempts: must be between 1 and 10",
+            ));
+        }
+        Ok(key)
+    }
+}
+
+/// The configured key reference, sorted by form. Only a key ARN or key id names one key for
+/// good; an alias can be retargeted.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum KeyRef {
+    /// `arn:<partition>:kms:<region>:<account>:key/<id>`
+    KeyArn {
+        arn: String,
+        region: String,
+        key_id: String,
+    },
+    /// A bare key id (UUID or `mrk-…`).
+    KeyId(String),
+    /// `arn:<partition>:kms:<region>:<account>:alias/<name>`
+    AliasArn { arn: String, region: String },
+    /// `alias/<name>`
+    AliasName(String),
+}
+
+impl KeyRef {
+    /// Parses `key`; anything that is not one of the four KMS forms is a `Config` error.
+    pub(crate) fn parse(key: &str) -> Result<Self, BackendError> {
+        let bad = |why: &str| BackendError::config(format!("key: {key:?} {why}"));
+        if key.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if key.starts_with("arn:") {
+            let arn = KmsArn::parse(key).ok_or_else(|| bad("is not a KMS key or alias ARN"))?;
+            return match arn.resource {
+                KmsResource::Key(id) => Ok(KeyRef::KeyArn {
+                    arn: key.to_owned(),
+                    region: arn.region,
+                    key_id: id,
+                }),
+                KmsResource::Alias => Ok(KeyRef::AliasArn {
+                    arn: key.to_owned(),
+                    region: arn.region,
+                }),
+            };
+        }
+        if let Some(name) = key.strip_prefix("alias/") {
+            if name.is_empty() || name.starts_with("aws/") {
+                return Err(bad(
+                    "must name a customer-managed alias (alias/aws/* cannot be used)",
+                ));
+            }
+            return Ok(KeyRef::AliasName(key.to_owned()));
+        }
+        if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Ok(KeyRef::KeyId(key.to_owned()));
+        }
+        Err(bad("is not a key ARN, key id, alias ARN or alias/name"))
+    }
+
+    /// The region named by an ARN form.
+    pub(crate) fn region(&self) -> Option<&str> {
+        match self {
+            KeyRef::KeyArn { region, .. } | KeyRef::AliasArn { region, .. } => Some(region),
+            KeyRef::KeyId(_) | KeyRef::AliasName(_) => None,
+        }
+    }
+
+    /// Whether `key_arn` is the key this reference names, when that is knowable offline.
+    /// `None` for aliases, whose target only KMS knows.
+    pub(crate) fn names_key_arn(&self, key_arn: &str) -> Option<bool> {
+        match self {
+            KeyRef::KeyArn { arn, .. } => Some(arn == key_arn),
+            KeyRef::KeyId(id) => Some(
+                KmsArn::parse(key_arn)
+                    .is_some_and(|a| matches!(a.resource, KmsResource::Key(ref k) if k == id)),
+            ),
+            KeyRef::AliasArn { .. } | KeyRef::AliasName(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRef::KeyArn { arn, .. } | KeyRef::AliasArn { arn, .. } => f.write_str(arn),
+            KeyRef::KeyId(s) | KeyRef::AliasName(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The parts of a KMS ARN polykms cares about.
+pub(crate) struct KmsArn {
+    pub(crate) region: String,
+    pub(crate) resource: KmsResource,
+}
+
+/// What a KMS ARN points at.
+pub(crate) enum KmsResource {
+    Key(String),
+    Alias,
+}
+
+impl KmsArn {
+    /// `arn:<partition>:kms:<region>:<account>:(key/<id>|alias/<name>)`, else `None`.
+    pub(crate) fn parse(arn: &str) -> Option<Self> {
+        let mut parts = arn.splitn(6, ':');
+        let (prefix, partition, service, region, account, resource) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if prefix != "arn" || partition.is_empty() || service != "kms" || region.is_empty() {
+            return None;
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let resource = if let Some(id) = resource.strip_prefix("key/") {
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            KmsResource::Key(id.to_owned())
+        } else if resource
+            .strip_prefix("alias/")
+            .is_some_and(|n| !n.is_empty())
+        {
+            KmsResource::Alias
+        } else {
+            return None;
+        };
+        Some(KmsArn {
+            region: region.to_owned(),
+            resource,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polykms_backend::ErrorKind;
+
+    const ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn parse(toml_text: &str) -> Result<AwsConfig, toml::de::Error> {
+        toml::from_str(toml_text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(&format!("key = {ARN:?}\n")).unwrap();
+        assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert!(c.encryption_context.is_empty());
+        assert!(
+            matches!(c.validate().unwrap(), KeyRef::KeyArn { ref region, .. } if region == "eu-west-1")
+        );
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"
+            key = "alias/kube-secrets"
+            region = "eu-west-1"
+            endpoint = "https://vpce-0123.kms.eu-west-1.vpce.amazonaws.com"
+            assume_role_arn = "arn:aws:iam::111122223333:role/polykms"
+            assume_role_external_id = "cluster-a"
+            assume_role_session_name = "polykms-node-1"
+            encryption_context = { cluster = "prod-1" }
+            timeout_ms = 3000
+            connect_timeout_ms = 500
+            max_attempts = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate().unwrap(),
+            KeyRef::AliasName("alias/kube-secrets".into())
+        );
+        assert_eq!(
+            c.encryption_context.get("cluster").map(String::as_str),
+            Some("prod-1")
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = parse("key = \"alias/a\"\naccess_key_id = \"AKIA...\"\n").unwrap_err();
+        assert!(err.to_string().contains("access_key_id"), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_no_credentials_because_there_are_none() {
+        // The config has no secret fields at all; Debug is safe to print whole.
+        let c = AwsConfig::new(ARN);
+        let shown = format!("{c:?}");
+        assert!(shown.contains(ARN));
+        assert!(!shown.to_lowercase().contains("secret_access"));
+    }
+
+    #[test]
+    fn key_forms_are_recognised() {
+        assert!(matches!(KeyRef::parse(ARN).unwrap(), KeyRef::KeyArn { .. }));
+        assert!(matches!(
+            KeyRef::parse("arn:aws-us-gov:kms:us-gov-west-1:111122223333:alias/k").unwrap(),
+            KeyRef::AliasArn { .. }
+        ));
+        assert!(matches!(
+            KeyRef::parse("mrk-1234abcd").unwrap(),
+            KeyRef::KeyId(_)
+        ));
+        assert!(matches!(
+            KeyRef::parse("alias/k").unwrap(),
+            KeyRef::AliasName(_)
+        ));
+        for bad in [
+            "",
+            "alias/",
+            "alias/aws/ebs",
+            "arn:aws:s3:::bucket",
+            "arn:aws:kms:eu-west-1:1111:key/x",
+            "arn:aws:kms:eu-west-1:111122223333:key/",
+            "key with spaces",
+        ] {
+            let err = KeyRef::parse(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            assert!(err.message().starts_with("key:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_config_errors_naming_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut AwsConfig)>, &str)> = vec![
+            (Box::new(|c| c.region = Some("us-east-1".into())), "key:"),
+            (Box::new(|c| c.region = Some("eu west".into())), "region:"),
+            (
+                Box::new(|c| c.endpoint = Some("kms.local:443".into())),
+                "endpoint:",
+            ),
+            (
+                Box::new(|c| c.assume_role_arn = Some("polykms".into())),
+                "assume_role_arn:",
+            ),
+            (
+                Box::new(|c| c.assume_role_external_id = Some("x".into())),
+                "assume_role_external_id",
+            ),
+            (
+                Box::new(|c| {
+                    c.encryption_context.insert(AAD_KEY.into(), "x".into());
+                }),
+                "encryption_context:",
+            ),
+            (
+                Box::new(|c| {
+                    c.encryption_context.insert("aws:x".into(), "y".into());
+                }),
+                "encryption_context:",
+            ),
+            (
+                Box::new(|c| {
+                    c.encryption_context.insert("k".into(), String::new());
+                }),
+                "encryption_context:",
+            ),
+            (Box::new(|c| c.timeout_ms = 0), "timeout_ms"),
+            (Box::new(|c| c.max_attempts = 0), "max_attempts:"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = AwsConfig::new(ARN);
+            mutate(&mut c);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().starts_with(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_ref_knows_its_key_arn_offline_except_for_aliases() {
+        let other = "arn:aws:kms:eu-west-1:111122223333:key/ffffffff-12ab-34cd-56ef-1234567890ab";
+        let by_arn = KeyRef::parse(ARN).unwrap();
+        assert_eq!(by_arn.names_key_arn(ARN), Some(true));
+        assert_eq!(by_arn.names_key_arn(other), Some(false));
+        let by_id = KeyRef::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        assert_eq!(by_id.names_key_arn(ARN), Some(true));
+        assert_eq!(by_id.names_key_arn(other), Some(false));
+        assert_eq!(by_id.names_key_arn("not-an-arn"), Some(false));
+        assert_eq!(KeyRef::parse("alias/a").unwrap().names_key_arn(ARN), None);
+    }
+}

