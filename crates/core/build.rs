@@ -12,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let protos = [root.join("kms/v2/api.proto"), root.join("kms/v1beta1/api.proto")];
+    let protos = [
+        root.join("kms/v2/api.proto"),
+        root.join("kms/v1beta1/api.proto"),
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

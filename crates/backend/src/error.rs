@@ -61,7 +61,11 @@ impl BackendError {
     /// A new error; retryability follows from the kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let retryable = matches!(kind, ErrorKind::Timeout | ErrorKind::Unavailable);
-        BackendError { kind, message: message.into(), retryable }
+        BackendError {
+            kind,
+            message: message.into(),
+            retryable,
+        }
     }
 
     /// Overrides the kind's default retryability (e.g. an integrity error on a response,
@@ -131,7 +135,11 @@ mod tests {
         ] {
             assert!(!e.is_retryable(), "{e}");
         }
-        assert!(BackendError::integrity("crc").with_retryable(true).is_retryable());
+        assert!(
+            BackendError::integrity("crc")
+                .with_retryable(true)
+                .is_retryable()
+        );
     }
 
     #[test]

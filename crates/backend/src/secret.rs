@@ -49,7 +49,12 @@ impl PartialEq for SecretBytes {
     fn eq(&self, other: &Self) -> bool {
         // Constant time in the content; the length is not secret.
         self.0.len() == other.0.len()
-            && self.0.iter().zip(&other.0).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
@@ -76,8 +81,17 @@ mod tests {
 
     #[test]
     fn equality_compares_content() {
-        assert_eq!(SecretBytes::copy_from(b"abc"), SecretBytes::copy_from(b"abc"));
-        assert_ne!(SecretBytes::copy_from(b"abc"), SecretBytes::copy_from(b"abd"));
-        assert_ne!(SecretBytes::copy_from(b"abc"), SecretBytes::copy_from(b"ab"));
+        assert_eq!(
+            SecretBytes::copy_from(b"abc"),
+            SecretBytes::copy_from(b"abc")
+        );
+        assert_ne!(
+            SecretBytes::copy_from(b"abc"),
+            SecretBytes::copy_from(b"abd")
+        );
+        assert_ne!(
+            SecretBytes::copy_from(b"abc"),
+            SecretBytes::copy_from(b"ab")
+        );
     }
 }

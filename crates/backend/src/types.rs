@@ -39,7 +39,10 @@ pub struct WrappedKey {
 
 impl WrappedKey {
     pub fn new(key_version: KeyVersion, ciphertext: Vec<u8>) -> Self {
-        WrappedKey { key_version, ciphertext }
+        WrappedKey {
+            key_version,
+            ciphertext,
+        }
     }
 }
 

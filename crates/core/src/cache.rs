@@ -24,7 +24,10 @@ pub struct UnwrapCache {
 
 impl UnwrapCache {
     pub fn new(settings: CacheSettings) -> Self {
-        UnwrapCache { settings, entries: Mutex::new(HashMap::with_capacity(settings.capacity.min(4096))) }
+        UnwrapCache {
+            settings,
+            entries: Mutex::new(HashMap::with_capacity(settings.capacity.min(4096))),
+        }
     }
 
     pub fn get(&self, key: &[u8; 32]) -> Option<Arc<SecretBytes>> {
@@ -58,7 +61,10 @@ impl UnwrapCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("cache lock is never poisoned").len()
+        self.entries
+            .lock()
+            .expect("cache lock is never poisoned")
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,7 +82,10 @@ mod tests {
 
     #[test]
     fn bounded_by_capacity_evicting_oldest() {
-        let c = UnwrapCache::new(CacheSettings { capacity: 2, ttl: Duration::from_secs(60) });
+        let c = UnwrapCache::new(CacheSettings {
+            capacity: 2,
+            ttl: Duration::from_secs(60),
+        });
         c.insert([1; 32], secret(1));
         c.insert([2; 32], secret(2));
         c.insert([3; 32], secret(3));
@@ -87,7 +96,10 @@ mod tests {
 
     #[test]
     fn entries_expire_after_ttl() {
-        let c = UnwrapCache::new(CacheSettings { capacity: 8, ttl: Duration::from_millis(20) });
+        let c = UnwrapCache::new(CacheSettings {
+            capacity: 8,
+            ttl: Duration::from_millis(20),
+        });
         c.insert([1; 32], secret(1));
         assert!(c.get(&[1; 32]).is_some());
         std::thread::sleep(Duration::from_millis(30));

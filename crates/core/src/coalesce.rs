@@ -33,7 +33,10 @@ impl Coalescer {
         F: std::future::Future<Output = Unwrapped> + Send + 'static,
     {
         let (shared, joined) = {
-            let mut map = self.inflight.lock().expect("coalescer lock is never poisoned");
+            let mut map = self
+                .inflight
+                .lock()
+                .expect("coalescer lock is never poisoned");
             match map.get(&key) {
                 Some(existing) => (existing.clone(), true),
                 None => {
@@ -42,11 +45,16 @@ impl Coalescer {
                     // before the entry exists.
                     let task = tokio::spawn(async move {
                         let result = unwrap.await;
-                        map_ref.lock().expect("coalescer lock is never poisoned").remove(&key);
+                        map_ref
+                            .lock()
+                            .expect("coalescer lock is never poisoned")
+                            .remove(&key);
                         result
                     });
                     let shared = async move {
-                        task.await.unwrap_or_else(|_| Err(CoreError::Config("decrypt task was aborted".into())))
+                        task.await.unwrap_or_else(|_| {
+                            Err(CoreError::Config("decrypt task was aborted".into()))
+                        })
                     }
                     .boxed()
                     .shared();
@@ -60,7 +68,10 @@ impl Coalescer {
 
     /// Unwraps in flight now (for tests and metrics).
     pub fn in_flight(&self) -> usize {
-        self.inflight.lock().expect("coalescer lock is never poisoned").len()
+        self.inflight
+            .lock()
+            .expect("coalescer lock is never poisoned")
+            .len()
     }
 }
 
@@ -103,9 +114,17 @@ mod tests {
     #[tokio::test]
     async fn failures_are_not_cached() {
         let c = Coalescer::default();
-        let (r, _) = c.run([1; 32], async { Err(CoreError::InvalidRequest("boom".into())) }).await;
+        let (r, _) = c
+            .run([1; 32], async {
+                Err(CoreError::InvalidRequest("boom".into()))
+            })
+            .await;
         assert!(r.is_err());
-        let (r, joined) = c.run([1; 32], async { Ok(Arc::new(SecretBytes::copy_from(b"ok"))) }).await;
+        let (r, joined) = c
+            .run([1; 32], async {
+                Ok(Arc::new(SecretBytes::copy_from(b"ok")))
+            })
+            .await;
         assert!(r.is_ok());
         assert!(!joined);
     }
@@ -126,7 +145,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let second = {
             let c = c.clone();
-            tokio::spawn(async move { c.run([2; 32], async { Err(CoreError::InvalidRequest("not run".into())) }).await })
+            tokio::spawn(async move {
+                c.run([2; 32], async {
+                    Err(CoreError::InvalidRequest("not run".into()))
+                })
+                .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         first.abort();

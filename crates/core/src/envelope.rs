@@ -27,7 +27,9 @@ pub enum EnvelopeError {
     Malformed(&'static str),
     #[error("annotations do not match the envelope: {0}")]
     Annotations(String),
-    #[error("envelope is {0} bytes with its wraps, over the {MAX_CIPHERTEXT}-byte limit even with annotations")]
+    #[error(
+        "envelope is {0} bytes with its wraps, over the {MAX_CIPHERTEXT}-byte limit even with annotations"
+    )]
     TooLarge(usize),
 }
 
@@ -111,7 +113,10 @@ impl EnvelopeV1 {
     /// Parses untrusted bytes plus the annotations stored beside them. Every annotation must be
     /// one this envelope refers to, and every wrap it stores outside must be present: added,
     /// removed or renamed annotations are an error.
-    pub fn decode(bytes: &[u8], annotations: &BTreeMap<String, Vec<u8>>) -> Result<Self, EnvelopeError> {
+    pub fn decode(
+        bytes: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self, EnvelopeError> {
         let mut r = Cursor { buf: bytes };
         if r.take(2).ok() != Some(&MAGIC[..]) {
             return Err(EnvelopeError::NotEnvelope);
@@ -162,7 +167,11 @@ impl EnvelopeV1 {
                 }
                 inline.to_vec()
             };
-            wraps.push(Wrap { backend, key_version, ciphertext });
+            wraps.push(Wrap {
+                backend,
+                key_version,
+                ciphertext,
+            });
         }
         if !r.buf.is_empty() {
             return Err(EnvelopeError::Malformed("trailing bytes"));
@@ -174,7 +183,9 @@ impl EnvelopeV1 {
                 .map(String::as_str)
                 .take(3)
                 .collect();
-            return Err(EnvelopeError::Annotations(format!("unexpected annotations {unexpected:?}")));
+            return Err(EnvelopeError::Annotations(format!(
+                "unexpected annotations {unexpected:?}"
+            )));
         }
         Ok(EnvelopeV1 { wraps })
     }
@@ -205,7 +216,9 @@ impl<'a> Cursor<'a> {
 
     fn utf8(&mut self, n: usize, what: &'static str) -> Result<String, EnvelopeError> {
         let bytes = self.take(n)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| EnvelopeError::Malformed(what))
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| EnvelopeError::Malformed(what))
     }
 }
 

@@ -35,7 +35,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn backend(backend: &str, source: BackendError) -> Self {
-        CoreError::Backend { backend: backend.to_string(), source }
+        CoreError::Backend {
+            backend: backend.to_string(),
+            source,
+        }
     }
 
     /// The gRPC code this error is reported with.
@@ -46,7 +49,9 @@ impl CoreError {
             CoreError::Deadline(_) => Code::DeadlineExceeded,
             CoreError::Config(_) => Code::Internal,
             CoreError::Backend { source, .. } => match source.kind() {
-                ErrorKind::InvalidInput | ErrorKind::WrongKey | ErrorKind::Integrity => Code::InvalidArgument,
+                ErrorKind::InvalidInput | ErrorKind::WrongKey | ErrorKind::Integrity => {
+                    Code::InvalidArgument
+                }
                 ErrorKind::KeyUnavailable => Code::FailedPrecondition,
                 ErrorKind::Unauthorized => Code::PermissionDenied,
                 // Our own attempt timed out inside the caller's deadline: the key store is
@@ -108,8 +113,14 @@ mod tests {
 
     #[test]
     fn request_errors_are_invalid_argument_and_unknown_backend_failed_precondition() {
-        assert_eq!(CoreError::InvalidRequest("x".into()).code(), Code::InvalidArgument);
-        assert_eq!(CoreError::from(EnvelopeError::NotEnvelope).code(), Code::InvalidArgument);
+        assert_eq!(
+            CoreError::InvalidRequest("x".into()).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            CoreError::from(EnvelopeError::NotEnvelope).code(),
+            Code::InvalidArgument
+        );
         let e = CoreError::UnknownBackends(vec!["gone".into()]);
         assert_eq!(e.code(), Code::FailedPrecondition);
         assert!(e.to_string().contains("gone"));

@@ -25,7 +25,11 @@ pub fn parse(value: &str) -> Option<Duration> {
 
 /// The timeout a request carries, if any.
 pub fn of<T>(request: &tonic::Request<T>) -> Option<Duration> {
-    request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse)
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ pub struct HttpState {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -40,19 +43,28 @@ pub fn route(state: &HttpState, method: &Method, path: &str) -> Response<Full<By
     match path {
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(state.plugin.metrics().encode())));
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(OPENMETRICS));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(OPENMETRICS),
+            );
             r
         }
         "/livez" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" | "/healthz" => {
             if !state.serving.load(Ordering::SeqCst) {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "KMS socket not served\n".into());
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "KMS socket not served\n".into(),
+                );
             }
             let status = state.plugin.status();
             if status.healthz == "ok" {
                 text(StatusCode::OK, "ok\n".into())
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", status.healthz))
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}\n", status.healthz),
+                )
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

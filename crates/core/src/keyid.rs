@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn pinned_value_guards_against_accidental_format_change() {
         // A changed derivation would re-key every cluster at upgrade: keep this value.
-        assert_eq!(key_id([("local", "local:0123456789abcdef")]), key_id([("local", "local:0123456789abcdef")]));
+        assert_eq!(
+            key_id([("local", "local:0123456789abcdef")]),
+            key_id([("local", "local:0123456789abcdef")])
+        );
         assert_eq!(key_id([("local", "local:0123456789abcdef")]).len(), 36);
     }
 }

@@ -63,11 +63,18 @@ pub struct BackendSlot {
 
 impl BackendSlot {
     pub fn health(&self) -> Health {
-        self.health.read().expect("health lock is never poisoned: no panics under it").clone()
+        self.health
+            .read()
+            .expect("health lock is never poisoned: no panics under it")
+            .clone()
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.health.read().expect("health lock is never poisoned: no panics under it").healthy == Some(true)
+        self.health
+            .read()
+            .expect("health lock is never poisoned: no panics under it")
+            .healthy
+            == Some(true)
     }
 
     /// Asks the prober to check now (a call just failed in a way that suggests an outage).
@@ -76,7 +83,10 @@ impl BackendSlot {
     }
 
     fn set_health(&self, f: impl FnOnce(&mut Health)) {
-        f(&mut self.health.write().expect("health lock is never poisoned: no panics under it"));
+        f(&mut self
+            .health
+            .write()
+            .expect("health lock is never poisoned: no panics under it"));
     }
 }
 
@@ -103,8 +113,11 @@ pub const KEY_ID_UNKNOWN: &str = "pk1-unknown";
 /// Checks a backend name: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric. Names are
 /// stored in every envelope, so they must stay stable and simple.
 pub fn validate_backend_name(name: &str) -> Result<(), String> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok_ends = name.bytes().next().is_some_and(|b| b != b'-') && name.bytes().last().is_some_and(|b| b != b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = name.bytes().next().is_some_and(|b| b != b'-')
+        && name.bytes().last().is_some_and(|b| b != b'-');
     if (1..=63).contains(&name.len()) && ok_chars && ok_ends {
         Ok(())
     } else {
@@ -116,15 +129,25 @@ pub fn validate_backend_name(name: &str) -> Result<(), String> {
 
 impl Keyring {
     /// Validates names and `encrypt_with` and builds the keyring (no probe yet).
-    pub fn new(backends: Vec<NamedBackend>, encrypt_with: &[String], metrics: Arc<Metrics>) -> Result<Self, CoreError> {
+    pub fn new(
+        backends: Vec<NamedBackend>,
+        encrypt_with: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CoreError> {
         if backends.is_empty() {
-            return Err(CoreError::Config("backends: at least one backend is required".into()));
+            return Err(CoreError::Config(
+                "backends: at least one backend is required".into(),
+            ));
         }
         let mut slots: Vec<Arc<BackendSlot>> = Vec::with_capacity(backends.len());
         for b in backends {
-            validate_backend_name(&b.name).map_err(|e| CoreError::Config(format!("backends: {e}")))?;
+            validate_backend_name(&b.name)
+                .map_err(|e| CoreError::Config(format!("backends: {e}")))?;
             if slots.iter().any(|s| s.name == b.name) {
-                return Err(CoreError::Config(format!("backends: name {:?} is used twice", b.name)));
+                return Err(CoreError::Config(format!(
+                    "backends: name {:?} is used twice",
+                    b.name
+                )));
             }
             slots.push(Arc::new(BackendSlot {
                 name: b.name,
@@ -134,23 +157,35 @@ impl Keyring {
             }));
         }
         if encrypt_with.is_empty() {
-            return Err(CoreError::Config("encrypt.with: name at least one backend".into()));
+            return Err(CoreError::Config(
+                "encrypt.with: name at least one backend".into(),
+            ));
         }
         let mut encrypt = Vec::with_capacity(encrypt_with.len());
         for name in encrypt_with {
-            let slot = slots
-                .iter()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| CoreError::Config(format!("encrypt.with: no backend is named {name:?}")))?;
+            let slot = slots.iter().find(|s| &s.name == name).ok_or_else(|| {
+                CoreError::Config(format!("encrypt.with: no backend is named {name:?}"))
+            })?;
             if encrypt.iter().any(|s: &Arc<BackendSlot>| &s.name == name) {
-                return Err(CoreError::Config(format!("encrypt.with: {name:?} is listed twice")));
+                return Err(CoreError::Config(format!(
+                    "encrypt.with: {name:?} is listed twice"
+                )));
             }
             encrypt.push(slot.clone());
         }
         if encrypt.len() > crate::envelope::MAX_WRAPS {
-            return Err(CoreError::Config(format!("encrypt.with: at most {} backends", crate::envelope::MAX_WRAPS)));
+            return Err(CoreError::Config(format!(
+                "encrypt.with: at most {} backends",
+                crate::envelope::MAX_WRAPS
+            )));
         }
-        let ring = Keyring { slots, encrypt, key_id: RwLock::default(), probers: Mutex::default(), metrics };
+        let ring = Keyring {
+            slots,
+            encrypt,
+            key_id: RwLock::default(),
+            probers: Mutex::default(),
+            metrics,
+        };
         ring.refresh_key_id();
         Ok(ring)
     }
@@ -173,7 +208,11 @@ impl Keyring {
 
     /// The current key_id (from the last known key versions of the encrypt backends).
     pub fn key_id(&self) -> String {
-        self.key_id.read().expect("key_id lock is never poisoned: no panics under it").key_id.clone()
+        self.key_id
+            .read()
+            .expect("key_id lock is never poisoned: no panics under it")
+            .key_id
+            .clone()
     }
 
     /// `Ok` when every encrypt backend's last probe passed; otherwise the reasons.
@@ -185,12 +224,20 @@ impl Keyring {
                 let h = s.health();
                 match h.healthy {
                     Some(true) => None,
-                    Some(false) => Some(format!("{}: {}", s.name, h.reason.unwrap_or_else(|| "unhealthy".into()))),
+                    Some(false) => Some(format!(
+                        "{}: {}",
+                        s.name,
+                        h.reason.unwrap_or_else(|| "unhealthy".into())
+                    )),
                     None => Some(format!("{}: not probed yet", s.name)),
                 }
             })
             .collect();
-        if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
     }
 
     /// Records a key version seen on a wrap (fresher than the last probe).
@@ -207,20 +254,32 @@ impl Keyring {
         let versions: Option<Vec<(String, String)>> = self
             .encrypt
             .iter()
-            .map(|s| s.health().key_version.map(|v| (s.name.clone(), v.as_str().to_string())))
+            .map(|s| {
+                s.health()
+                    .key_version
+                    .map(|v| (s.name.clone(), v.as_str().to_string()))
+            })
             .collect();
         let next = match versions {
             Some(versions) => KeyIdState {
                 key_id: keyid::key_id(versions.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
                 versions,
             },
-            None => KeyIdState { key_id: KEY_ID_UNKNOWN.to_string(), versions: Vec::new() },
+            None => KeyIdState {
+                key_id: KEY_ID_UNKNOWN.to_string(),
+                versions: Vec::new(),
+            },
         };
-        let mut current = self.key_id.write().expect("key_id lock is never poisoned: no panics under it");
+        let mut current = self
+            .key_id
+            .write()
+            .expect("key_id lock is never poisoned: no panics under it");
         if *current == next {
             return;
         }
-        let changed = !current.key_id.is_empty() && current.key_id != KEY_ID_UNKNOWN && next.key_id != current.key_id;
+        let changed = !current.key_id.is_empty()
+            && current.key_id != KEY_ID_UNKNOWN
+            && next.key_id != current.key_id;
         if changed {
             tracing::info!(old = %current.key_id, new = %next.key_id, "key_id changed");
         }
@@ -237,10 +296,16 @@ impl Keyring {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(timeout, slot.backend.probe()).await {
             Ok(r) => r,
-            Err(_) => Err(polykms_backend::BackendError::timeout(format!("probe got no answer in {timeout:?}"))),
+            Err(_) => Err(polykms_backend::BackendError::timeout(format!(
+                "probe got no answer in {timeout:?}"
+            ))),
         };
-        let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind().as_str());
-        self.metrics.backend_call(&slot.name, "probe", outcome, started.elapsed());
+        let outcome = result
+            .as_ref()
+            .map(|_| "ok")
+            .unwrap_or_else(|e| e.kind().as_str());
+        self.metrics
+            .backend_call(&slot.name, "probe", outcome, started.elapsed());
         let was = slot.health().healthy;
         let healthy = result.is_ok();
         match result {
@@ -263,14 +328,18 @@ impl Keyring {
                 tracing::warn!(backend = %slot.name, reason = h.reason.as_deref().unwrap_or(""), "backend unhealthy");
             }
         }
-        self.metrics.backend_health(&slot.name, healthy, slot.backend.credential_expiry());
+        self.metrics
+            .backend_health(&slot.name, healthy, slot.backend.credential_expiry());
         self.refresh_key_id();
         healthy
     }
 
     /// Starts one background prober per backend; they stop when the keyring is dropped.
     pub fn start_probers(self: &Arc<Self>, settings: &ProbeSettings) {
-        let mut handles = self.probers.lock().expect("prober list lock is never poisoned");
+        let mut handles = self
+            .probers
+            .lock()
+            .expect("prober list lock is never poisoned");
         for index in 0..self.slots.len() {
             let ring = Arc::downgrade(self);
             let settings = settings.clone();
@@ -297,7 +366,11 @@ async fn prober(ring: Weak<Keyring>, index: usize, settings: ProbeSettings) {
             let healthy = slot.is_healthy();
             (slot, healthy)
         };
-        let base = if healthy { settings.healthy_interval } else { settings.unhealthy_interval };
+        let base = if healthy {
+            settings.healthy_interval
+        } else {
+            settings.unhealthy_interval
+        };
         // ±10 % jitter, so many nodes do not probe a shared key store in lock step.
         let wait = base.mul_f64(rand::rng().random_range(0.9..1.1));
         tokio::select! {

@@ -89,30 +89,45 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("polykms");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "KMS API requests by API, method and gRPC code", requests.clone());
-        let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "requests",
+            "KMS API requests by API, method and gRPC code",
+            requests.clone(),
+        );
+        let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "request_duration_seconds",
             "KMS API request latency by API and method",
             request_duration.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_requests", "KMS API requests being served now", in_flight.clone());
+        registry.register(
+            "in_flight_requests",
+            "KMS API requests being served now",
+            in_flight.clone(),
+        );
         let backend_calls = Family::<BackendCallLabels, Counter>::default();
         registry.register(
             "backend_requests",
             "Calls to key stores by backend, operation and outcome kind",
             backend_calls.clone(),
         );
-        let backend_duration =
-            Family::<BackendCallLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let backend_duration = Family::<BackendCallLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "backend_request_duration_seconds",
             "Key store call latency by backend, operation and outcome kind",
             backend_duration.clone(),
         );
         let backend_healthy = Family::<BackendLabels, Gauge>::default();
-        registry.register("backend_healthy", "1 if the backend's last health probe passed", backend_healthy.clone());
+        registry.register(
+            "backend_healthy",
+            "1 if the backend's last health probe passed",
+            backend_healthy.clone(),
+        );
         let backend_last_success = Family::<BackendLabels, FloatGauge>::default();
         registry.register(
             "backend_last_successful_probe_timestamp_seconds",
@@ -132,7 +147,11 @@ impl Metrics {
             key_id_info.clone(),
         );
         let key_id_changes = Counter::default();
-        registry.register("key_id_changes", "Times the Status key_id changed", key_id_changes.clone());
+        registry.register(
+            "key_id_changes",
+            "Times the Status key_id changed",
+            key_id_changes.clone(),
+        );
         let coalesced = Counter::default();
         registry.register(
             "decrypt_coalesced",
@@ -140,11 +159,23 @@ impl Metrics {
             coalesced.clone(),
         );
         let unwrap_cache_hits = Counter::default();
-        registry.register("unwrap_cache_hits", "Decrypt calls answered from the unwrap cache", unwrap_cache_hits.clone());
+        registry.register(
+            "unwrap_cache_hits",
+            "Decrypt calls answered from the unwrap cache",
+            unwrap_cache_hits.clone(),
+        );
         let reloads = Family::<OutcomeLabels, Counter>::default();
-        registry.register("config_reloads", "Configuration reloads by outcome", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            reloads.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         registry.register("build_info", "polykms build information", build);
         Metrics {
             registry,
@@ -177,25 +208,60 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
-    pub fn request_done(&self, api: &'static str, method: &'static str, code: tonic::Code, elapsed: Duration) {
-        self.requests.get_or_create(&RequestLabels { api, method, code: code_label(code) }).inc();
-        self.request_duration.get_or_create(&MethodLabels { api, method }).observe(elapsed.as_secs_f64());
+    pub fn request_done(
+        &self,
+        api: &'static str,
+        method: &'static str,
+        code: tonic::Code,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                api,
+                method,
+                code: code_label(code),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&MethodLabels { api, method })
+            .observe(elapsed.as_secs_f64());
     }
 
-    pub fn backend_call(&self, backend: &str, operation: &'static str, outcome: &'static str, elapsed: Duration) {
-        let labels = BackendCallLabels { backend: backend.to_string(), operation, outcome };
+    pub fn backend_call(
+        &self,
+        backend: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = BackendCallLabels {
+            backend: backend.to_string(),
+            operation,
+            outcome,
+        };
         self.backend_calls.get_or_create(&labels).inc();
-        self.backend_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.backend_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn backend_health(&self, backend: &str, healthy: bool, expiry: Option<SystemTime>) {
-        let labels = BackendLabels { backend: backend.to_string() };
-        self.backend_healthy.get_or_create(&labels).set(healthy as i64);
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.backend_healthy
+            .get_or_create(&labels)
+            .set(healthy as i64);
         if healthy {
-            self.backend_last_success.get_or_create(&labels).set(unix_seconds(SystemTime::now()));
+            self.backend_last_success
+                .get_or_create(&labels)
+                .set(unix_seconds(SystemTime::now()));
         }
         if let Some(expiry) = expiry {
-            let left = expiry.duration_since(SystemTime::now()).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let left = expiry
+                .duration_since(SystemTime::now())
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
             self.credential_expiry.get_or_create(&labels).set(left);
         }
     }
@@ -204,7 +270,11 @@ impl Metrics {
     pub fn key_id(&self, key_id: &str, versions: &[(String, String)], changed: bool) {
         self.key_id_info.clear();
         for (backend, key_version) in versions {
-            let labels = KeyIdLabels { key_id: key_id.to_string(), backend: backend.clone(), key_version: key_version.clone() };
+            let labels = KeyIdLabels {
+                key_id: key_id.to_string(),
+                backend: backend.clone(),
+                key_version: key_version.clone(),
+            };
             self.key_id_info.get_or_create(&labels).set(1);
         }
         if changed {
@@ -221,7 +291,11 @@ impl Metrics {
     }
 
     pub fn reload(&self, ok: bool) {
-        self.reloads.get_or_create(&OutcomeLabels { outcome: if ok { "success" } else { "failure" } }).inc();
+        self.reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "success" } else { "failure" },
+            })
+            .inc();
     }
 
     /// Drops per-backend series of backends that are no longer configured.
@@ -257,7 +331,9 @@ impl Drop for InFlight<'_> {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn code_label(code: tonic::Code) -> &'static str {

@@ -54,7 +54,11 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        RetrySettings { initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(1), max_attempts: 4 }
+        RetrySettings {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_attempts: 4,
+        }
     }
 }
 
@@ -120,7 +124,11 @@ pub fn aad_for(provider_name: &str) -> Vec<u8> {
 
 impl Plugin {
     /// Probes every backend once, then starts the background probers.
-    pub async fn start(settings: PluginSettings, keyring: Keyring, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub async fn start(
+        settings: PluginSettings,
+        keyring: Keyring,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         keyring.probe_all(settings.probe.timeout).await;
         let keyring = Arc::new(keyring);
         keyring.start_probers(&settings.probe);
@@ -153,7 +161,11 @@ impl Plugin {
             Ok(()) => "ok".to_string(),
             Err(reasons) => format!("unhealthy: {reasons}"),
         };
-        StatusReport { version: self.settings.status_version.as_str(), healthz, key_id: ring.key_id() }
+        StatusReport {
+            version: self.settings.status_version.as_str(),
+            healthz,
+            key_id: ring.key_id(),
+        }
     }
 
     /// Whether every encrypt backend is healthy (for readiness).
@@ -170,7 +182,11 @@ impl Plugin {
     }
 
     /// Wraps `plaintext` under every encrypt backend.
-    pub async fn encrypt(&self, plaintext: SecretBytes, deadline: Instant) -> Result<Encrypted, CoreError> {
+    pub async fn encrypt(
+        &self,
+        plaintext: SecretBytes,
+        deadline: Instant,
+    ) -> Result<Encrypted, CoreError> {
         if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
             return Err(CoreError::InvalidRequest(format!(
                 "plaintext is {} bytes; expected 1 to {MAX_PLAINTEXT}",
@@ -180,7 +196,9 @@ impl Plugin {
         let ring = self.keyring.load_full();
         let wraps = futures::future::try_join_all(ring.encrypt_slots().iter().map(|slot| {
             let pt = &plaintext;
-            self.call(slot, "wrap", deadline, move || slot.backend.wrap(pt, &self.aad))
+            self.call(slot, "wrap", deadline, move || {
+                slot.backend.wrap(pt, &self.aad)
+            })
         }))
         .await?;
         for (slot, w) in ring.encrypt_slots().iter().zip(&wraps) {
@@ -191,15 +209,25 @@ impl Plugin {
                 .encrypt_slots()
                 .iter()
                 .zip(wraps)
-                .map(|(slot, WrappedKey { key_version, ciphertext })| Wrap {
-                    backend: slot.name.clone(),
-                    key_version: key_version.as_str().to_string(),
-                    ciphertext,
-                })
+                .map(
+                    |(
+                        slot,
+                        WrappedKey {
+                            key_version,
+                            ciphertext,
+                        },
+                    )| Wrap {
+                        backend: slot.name.clone(),
+                        key_version: key_version.as_str().to_string(),
+                        ciphertext,
+                    },
+                )
                 .collect(),
         };
         let key_id = envelope_key_id(&envelope);
-        let (ciphertext, annotations) = envelope.encode().map_err(|e| CoreError::Config(e.to_string()))?;
+        let (ciphertext, annotations) = envelope
+            .encode()
+            .map_err(|e| CoreError::Config(e.to_string()))?;
         Ok(Encrypted {
             ciphertext,
             key_id,
@@ -238,7 +266,9 @@ impl Plugin {
                 )));
             }
             if key_id != envelope_key_id(&envelope) {
-                return Err(CoreError::InvalidRequest("key_id does not match the ciphertext's envelope".into()));
+                return Err(CoreError::InvalidRequest(
+                    "key_id does not match the ciphertext's envelope".into(),
+                ));
             }
         }
         let digest = request_digest(ciphertext, annotations);
@@ -247,8 +277,12 @@ impl Plugin {
             return Ok(hit);
         }
         let this = self.clone();
-        let (result, joined) =
-            self.coalescer.run(digest, async move { this.unwrap_envelope(envelope, deadline).await.map(Arc::new) }).await;
+        let (result, joined) = self
+            .coalescer
+            .run(digest, async move {
+                this.unwrap_envelope(envelope, deadline).await.map(Arc::new)
+            })
+            .await;
         if joined {
             self.metrics.coalesced();
         }
@@ -258,25 +292,42 @@ impl Plugin {
         result
     }
 
-    async fn unwrap_envelope(&self, envelope: EnvelopeV1, deadline: Instant) -> Result<SecretBytes, CoreError> {
+    async fn unwrap_envelope(
+        &self,
+        envelope: EnvelopeV1,
+        deadline: Instant,
+    ) -> Result<SecretBytes, CoreError> {
         let ring = self.keyring.load_full();
         let mut candidates: Vec<(&Arc<BackendSlot>, WrappedKey)> = envelope
             .wraps
             .iter()
             .filter_map(|w| {
                 ring.slot(&w.backend).map(|slot| {
-                    (slot, WrappedKey::new(polykms_backend::KeyVersion::new(w.key_version.clone()), w.ciphertext.clone()))
+                    (
+                        slot,
+                        WrappedKey::new(
+                            polykms_backend::KeyVersion::new(w.key_version.clone()),
+                            w.ciphertext.clone(),
+                        ),
+                    )
                 })
             })
             .collect();
         if candidates.is_empty() {
-            return Err(CoreError::UnknownBackends(envelope.wraps.iter().map(|w| w.backend.clone()).collect()));
+            return Err(CoreError::UnknownBackends(
+                envelope.wraps.iter().map(|w| w.backend.clone()).collect(),
+            ));
         }
         // Healthy backends first; the sort is stable, so envelope order breaks ties.
         candidates.sort_by_key(|(slot, _)| !slot.is_healthy());
         let mut first_error = None;
         for (slot, wrapped) in &candidates {
-            match self.call(slot, "unwrap", deadline, || slot.backend.unwrap(wrapped, &self.aad)).await {
+            match self
+                .call(slot, "unwrap", deadline, || {
+                    slot.backend.unwrap(wrapped, &self.aad)
+                })
+                .await
+            {
                 Ok(seed) if seed.is_empty() || seed.len() > MAX_PLAINTEXT => {
                     first_error.get_or_insert(CoreError::backend(
                         &slot.name,
@@ -295,30 +346,52 @@ impl Plugin {
 
     /// Calls a backend with retries of retryable errors inside `deadline`, recording metrics.
     /// A backend known to be down gets one attempt, so calls fail fast during an outage.
-    async fn call<T, F, Fut>(&self, slot: &BackendSlot, operation: &'static str, deadline: Instant, f: F) -> Result<T, CoreError>
+    async fn call<T, F, Fut>(
+        &self,
+        slot: &BackendSlot,
+        operation: &'static str,
+        deadline: Instant,
+        f: F,
+    ) -> Result<T, CoreError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let retry = &self.settings.retry;
-        let attempts = if slot.health().healthy == Some(false) { 1 } else { retry.max_attempts.max(1) };
+        let attempts = if slot.health().healthy == Some(false) {
+            1
+        } else {
+            retry.max_attempts.max(1)
+        };
         let mut backoff = retry.initial_backoff;
         for attempt in 1..=attempts {
             let started = std::time::Instant::now();
             if Instant::now() >= deadline {
-                return Err(CoreError::Deadline(format!("before calling backend {}", slot.name)));
+                return Err(CoreError::Deadline(format!(
+                    "before calling backend {}",
+                    slot.name
+                )));
             }
             let result = match tokio::time::timeout_at(deadline, f()).await {
                 Ok(r) => r,
-                Err(_) => Err(BackendError::timeout("no answer within the request deadline")),
+                Err(_) => Err(BackendError::timeout(
+                    "no answer within the request deadline",
+                )),
             };
-            let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind().as_str());
-            self.metrics.backend_call(&slot.name, operation, outcome, started.elapsed());
+            let outcome = result
+                .as_ref()
+                .map(|_| "ok")
+                .unwrap_or_else(|e| e.kind().as_str());
+            self.metrics
+                .backend_call(&slot.name, operation, outcome, started.elapsed());
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if matches!(err.kind(), polykms_backend::ErrorKind::Timeout | polykms_backend::ErrorKind::Unavailable) {
+            if matches!(
+                err.kind(),
+                polykms_backend::ErrorKind::Timeout | polykms_backend::ErrorKind::Unavailable
+            ) {
                 slot.probe_soon();
             }
             let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
@@ -338,7 +411,9 @@ impl Plugin {
         keyring.probe_all(self.settings.probe.timeout).await;
         if let Err(reasons) = keyring.healthz() {
             self.metrics.reload(false);
-            return Err(CoreError::Config(format!("new configuration rejected, encrypt backends unhealthy: {reasons}")));
+            return Err(CoreError::Config(format!(
+                "new configuration rejected, encrypt backends unhealthy: {reasons}"
+            )));
         }
         for slot in keyring.slots() {
             if !slot.is_healthy() {
@@ -359,7 +434,12 @@ impl Plugin {
 
 /// key_id of an envelope: recomputed from its wraps, so Decrypt can check the stored one.
 pub fn envelope_key_id(envelope: &EnvelopeV1) -> String {
-    keyid::key_id(envelope.wraps.iter().map(|w| (w.backend.as_str(), w.key_version.as_str())))
+    keyid::key_id(
+        envelope
+            .wraps
+            .iter()
+            .map(|w| (w.backend.as_str(), w.key_version.as_str())),
+    )
 }
 
 fn request_digest(ciphertext: &[u8], annotations: &BTreeMap<String, Vec<u8>>) -> [u8; 32] {

@@ -43,12 +43,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let v2 = apis.contains(&Api::V2).then(|| {
-        v2::key_management_service_server::KeyManagementServiceServer::new(KmsV2::new(plugin.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        v2::key_management_service_server::KeyManagementServiceServer::new(KmsV2::new(
+            plugin.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let v1 = apis.contains(&Api::V1Beta1).then(|| {
-        v1beta1::key_management_service_server::KeyManagementServiceServer::new(KmsV1Beta1::new(plugin.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        v1beta1::key_management_service_server::KeyManagementServiceServer::new(KmsV1Beta1::new(
+            plugin.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let (listener, guard) = socket.into_parts();
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFixStream::new));

@@ -33,7 +33,10 @@ pub enum SocketError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SocketError + '_ {
-    move |source| SocketError::Io { path: path.display().to_string(), source }
+    move |source| SocketError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Where the plugin listens.
@@ -50,7 +53,10 @@ impl SocketSpec {
     pub fn parse(value: &str) -> Result<Self, SocketError> {
         let bad = |why| SocketError::BadAddress(value.to_string(), why);
         let rest = match value.strip_prefix("unix://") {
-            Some(rest) => rest.strip_prefix("/@").map(|n| format!("@{n}")).unwrap_or_else(|| rest.to_string()),
+            Some(rest) => rest
+                .strip_prefix("/@")
+                .map(|n| format!("@{n}"))
+                .unwrap_or_else(|| rest.to_string()),
             None => value.to_string(),
         };
         if let Some(name) = rest.strip_prefix('@') {
@@ -124,11 +130,17 @@ pub fn bind(spec: &SocketSpec) -> Result<BoundSocket, SocketError> {
     match spec {
         SocketSpec::Abstract(name) => bind_abstract(name).map(|listener| BoundSocket {
             listener,
-            guard: SocketGuard { spec: spec.clone(), identity: None },
+            guard: SocketGuard {
+                spec: spec.clone(),
+                identity: None,
+            },
         }),
         SocketSpec::Path(path) => bind_path(path).map(|(listener, identity)| BoundSocket {
             listener,
-            guard: SocketGuard { spec: spec.clone(), identity: Some(identity) },
+            guard: SocketGuard {
+                spec: spec.clone(),
+                identity: Some(identity),
+            },
         }),
     }
 }
@@ -137,15 +149,22 @@ pub fn bind(spec: &SocketSpec) -> Result<BoundSocket, SocketError> {
 fn bind_abstract(name: &str) -> Result<UnixListener, SocketError> {
     use std::os::linux::net::SocketAddrExt;
     let shown = format!("@{name}");
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(io_err(Path::new(&shown)))?;
-    let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(io_err(Path::new(&shown)))?;
-    std_listener.set_nonblocking(true).map_err(io_err(Path::new(&shown)))?;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(io_err(Path::new(&shown)))?;
+    let std_listener =
+        std::os::unix::net::UnixListener::bind_addr(&addr).map_err(io_err(Path::new(&shown)))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(io_err(Path::new(&shown)))?;
     UnixListener::from_std(std_listener).map_err(io_err(Path::new(&shown)))
 }
 
 #[cfg(not(target_os = "linux"))]
 fn bind_abstract(name: &str) -> Result<UnixListener, SocketError> {
-    Err(SocketError::BadAddress(format!("@{name}"), "abstract sockets exist on Linux only"))
+    Err(SocketError::BadAddress(
+        format!("@{name}"),
+        "abstract sockets exist on Linux only",
+    ))
 }
 
 fn bind_path(path: &Path) -> Result<(UnixListener, (u64, u64)), SocketError> {
@@ -154,9 +173,16 @@ fn bind_path(path: &Path) -> Result<(UnixListener, (u64, u64)), SocketError> {
         _ => PathBuf::from("."),
     };
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
     }
-    let dir_mode = fs::metadata(&dir).map_err(io_err(&dir))?.permissions().mode();
+    let dir_mode = fs::metadata(&dir)
+        .map_err(io_err(&dir))?
+        .permissions()
+        .mode();
     if dir_mode & 0o002 != 0 && dir_mode & 0o1000 == 0 {
         return Err(SocketError::UnsafeDirectory(dir));
     }
@@ -190,10 +216,22 @@ mod tests {
 
     #[test]
     fn parses_the_address_forms_of_encryption_configuration() {
-        assert_eq!(SocketSpec::parse("/tmp/k.sock").unwrap(), SocketSpec::Path("/tmp/k.sock".into()));
-        assert_eq!(SocketSpec::parse("unix:///var/run/kmsplugin/socket.sock").unwrap(), SocketSpec::Path("/var/run/kmsplugin/socket.sock".into()));
-        assert_eq!(SocketSpec::parse("@kms").unwrap(), SocketSpec::Abstract("kms".into()));
-        assert_eq!(SocketSpec::parse("unix:///@kms").unwrap(), SocketSpec::Abstract("kms".into()));
+        assert_eq!(
+            SocketSpec::parse("/tmp/k.sock").unwrap(),
+            SocketSpec::Path("/tmp/k.sock".into())
+        );
+        assert_eq!(
+            SocketSpec::parse("unix:///var/run/kmsplugin/socket.sock").unwrap(),
+            SocketSpec::Path("/var/run/kmsplugin/socket.sock".into())
+        );
+        assert_eq!(
+            SocketSpec::parse("@kms").unwrap(),
+            SocketSpec::Abstract("kms".into())
+        );
+        assert_eq!(
+            SocketSpec::parse("unix:///@kms").unwrap(),
+            SocketSpec::Abstract("kms".into())
+        );
         assert!(SocketSpec::parse("").is_err());
         assert!(SocketSpec::parse("@").is_err());
         assert!(SocketSpec::parse(&format!("/{}", "a".repeat(120))).is_err());
@@ -204,8 +242,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/kms/socket.sock");
         let bound = bind(&SocketSpec::Path(path.clone())).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let (_listener, guard) = bound.into_parts();
         guard.cleanup();
         assert!(!path.exists());
@@ -220,11 +268,17 @@ mod tests {
         assert!(path.exists());
         let live = bind(&SocketSpec::Path(path.clone())).unwrap();
         // Live: a second bind must not steal it.
-        assert!(matches!(bind(&SocketSpec::Path(path.clone())), Err(SocketError::InUse(_))));
+        assert!(matches!(
+            bind(&SocketSpec::Path(path.clone())),
+            Err(SocketError::InUse(_))
+        ));
         drop(live);
         let file = dir.path().join("not-a-socket");
         fs::write(&file, b"keep me").unwrap();
-        assert!(matches!(bind(&SocketSpec::Path(file.clone())), Err(SocketError::NotASocket(_))));
+        assert!(matches!(
+            bind(&SocketSpec::Path(file.clone())),
+            Err(SocketError::NotASocket(_))
+        ));
         assert_eq!(fs::read(&file).unwrap(), b"keep me");
     }
 
@@ -234,7 +288,10 @@ mod tests {
         let open = dir.path().join("open");
         fs::create_dir(&open).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(bind(&SocketSpec::Path(open.join("s.sock"))), Err(SocketError::UnsafeDirectory(_))));
+        assert!(matches!(
+            bind(&SocketSpec::Path(open.join("s.sock"))),
+            Err(SocketError::UnsafeDirectory(_))
+        ));
         fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(bind(&SocketSpec::Path(open.join("s.sock"))).is_ok());
     }

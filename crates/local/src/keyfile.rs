@@ -17,10 +17,12 @@ pub const KEY_LEN: usize = 32;
 /// nothing.
 pub fn read_key_file(path: &Path) -> Result<SecretBytes, BackendError> {
     let shown = path.display();
-    let meta = fs::metadata(path)
-        .map_err(|e| BackendError::config(format!("key file {shown}: {e}")))?;
+    let meta =
+        fs::metadata(path).map_err(|e| BackendError::config(format!("key file {shown}: {e}")))?;
     if !meta.is_file() {
-        return Err(BackendError::config(format!("key file {shown}: not a regular file")));
+        return Err(BackendError::config(format!(
+            "key file {shown}: not a regular file"
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -36,7 +38,9 @@ pub fn read_key_file(path: &Path) -> Result<SecretBytes, BackendError> {
     }
     let text = raw.trim_ascii();
     let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default(),
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_default(),
     );
     if decoded.len() == KEY_LEN {
         return Ok(SecretBytes::copy_from(&decoded));
@@ -77,7 +81,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         generate_key_file(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_key_file(&p).unwrap().len(), KEY_LEN);
     }
 
@@ -107,7 +114,12 @@ mod tests {
         let p = dir.path().join("short");
         fs::write(&p, [1u8; 16]).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_key_file(&p).unwrap_err().to_string().contains("found 16 bytes"));
+        assert!(
+            read_key_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("found 16 bytes")
+        );
         assert!(read_key_file(&dir.path().join("missing")).is_err());
     }
 

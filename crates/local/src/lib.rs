@@ -50,7 +50,14 @@ impl fmt::Debug for LocalBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalBackend")
             .field("files", &self.files)
-            .field("versions", &self.keys.iter().map(|k| k.version.as_str()).collect::<Vec<_>>())
+            .field(
+                "versions",
+                &self
+                    .keys
+                    .iter()
+                    .map(|k| k.version.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -59,7 +66,9 @@ impl LocalBackend {
     /// Loads every key file; any missing, malformed or too-open file is a `Config` error.
     pub fn from_config(config: &LocalConfig) -> Result<Self, BackendError> {
         if config.key_files.is_empty() {
-            return Err(BackendError::config("key_files: at least one key file is required"));
+            return Err(BackendError::config(
+                "key_files: at least one key file is required",
+            ));
         }
         if config.generate_if_missing && !config.key_files[0].exists() {
             generate_key_file(&config.key_files[0])?;
@@ -74,11 +83,15 @@ impl LocalBackend {
                     path.display()
                 )));
             }
-            let cipher = Aes256Gcm::new_from_slice(key.expose())
-                .map_err(|_| BackendError::config(format!("{}: not a 256-bit key", path.display())))?;
+            let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|_| {
+                BackendError::config(format!("{}: not a 256-bit key", path.display()))
+            })?;
             keys.push(LocalKey { version, cipher });
         }
-        Ok(LocalBackend { keys, files: config.key_files.clone() })
+        Ok(LocalBackend {
+            keys,
+            files: config.key_files.clone(),
+        })
     }
 
     fn current(&self) -> &LocalKey {
@@ -121,7 +134,13 @@ impl KeyEncryptionBackend for LocalBackend {
         rand::rng().fill_bytes(&mut nonce);
         let sealed = key
             .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.expose(), aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext.expose(),
+                    aad,
+                },
+            )
             .map_err(|_| BackendError::internal("AES-GCM encryption failed"))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -164,11 +183,19 @@ mod tests {
 
     fn backend_with(n: usize) -> (tempfile::TempDir, LocalConfig) {
         let dir = tempfile::tempdir().unwrap();
-        let files: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("k{i}.key"))).collect();
+        let files: Vec<PathBuf> = (0..n)
+            .map(|i| dir.path().join(format!("k{i}.key")))
+            .collect();
         for f in &files {
             generate_key_file(f).unwrap();
         }
-        (dir, LocalConfig { key_files: files, generate_if_missing: false })
+        (
+            dir,
+            LocalConfig {
+                key_files: files,
+                generate_if_missing: false,
+            },
+        )
     }
 
     #[tokio::test]
@@ -190,7 +217,10 @@ mod tests {
         let err = b.unwrap(&w, b"other").await.unwrap_err();
         assert_eq!(err.kind(), polykms_backend::ErrorKind::WrongKey);
         w.ciphertext[20] ^= 1;
-        assert_eq!(b.unwrap(&w, b"ctx").await.unwrap_err().kind(), polykms_backend::ErrorKind::WrongKey);
+        assert_eq!(
+            b.unwrap(&w, b"ctx").await.unwrap_err().kind(),
+            polykms_backend::ErrorKind::WrongKey
+        );
         w.ciphertext.truncate(5);
         assert_eq!(
             b.unwrap(&w, b"ctx").await.unwrap_err().kind(),
@@ -207,9 +237,15 @@ mod tests {
 
         let newer = dir.path().join("new.key");
         generate_key_file(&newer).unwrap();
-        let rotated = LocalConfig { key_files: vec![newer, cfg.key_files[0].clone()], generate_if_missing: false };
+        let rotated = LocalConfig {
+            key_files: vec![newer, cfg.key_files[0].clone()],
+            generate_if_missing: false,
+        };
         let b = LocalBackend::from_config(&rotated).unwrap();
-        assert_ne!(b.key_version().await.unwrap(), old.key_version().await.unwrap());
+        assert_ne!(
+            b.key_version().await.unwrap(),
+            old.key_version().await.unwrap()
+        );
         assert_eq!(b.unwrap(&w_old, b"a").await.unwrap(), seed);
         let w_new = b.wrap(&seed, b"a").await.unwrap();
         assert_eq!(w_new.key_version, b.key_version().await.unwrap());
@@ -229,14 +265,21 @@ mod tests {
     #[test]
     fn duplicate_key_files_are_rejected() {
         let (_d, cfg) = backend_with(1);
-        let dup = LocalConfig { key_files: vec![cfg.key_files[0].clone(), cfg.key_files[0].clone()], generate_if_missing: false };
+        let dup = LocalConfig {
+            key_files: vec![cfg.key_files[0].clone(), cfg.key_files[0].clone()],
+            generate_if_missing: false,
+        };
         let err = LocalBackend::from_config(&dup).unwrap_err();
         assert!(err.to_string().contains("same key"), "{err}");
     }
 
     #[test]
     fn empty_key_files_is_a_config_error() {
-        let err = LocalBackend::from_config(&LocalConfig { key_files: vec![], generate_if_missing: false }).unwrap_err();
+        let err = LocalBackend::from_config(&LocalConfig {
+            key_files: vec![],
+            generate_if_missing: false,
+        })
+        .unwrap_err();
         assert_eq!(err.kind(), polykms_backend::ErrorKind::Config);
     }
 
@@ -244,7 +287,10 @@ mod tests {
     fn generate_if_missing_creates_the_first_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("dev.key");
-        let cfg = LocalConfig { key_files: vec![path.clone()], generate_if_missing: true };
+        let cfg = LocalConfig {
+            key_files: vec![path.clone()],
+            generate_if_missing: true,
+        };
         LocalBackend::from_config(&cfg).unwrap();
         assert!(path.exists());
         // A second load reuses it.

@@ -12,8 +12,8 @@ use super::huffman;
 /// Name lengths of the HPACK static table (RFC 7541 Appendix A), index 1..=61.
 const STATIC_NAME_LENS: [usize; 61] = [
     10, 7, 7, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7, 7, // :authority .. :status
-    14, 15, 15, 13, 6, 27, 3, 5, 13, 13, 19, 16, 16, 14, 16, 13, 12, 6, 4, 4, 6, 7, 4, 4, 8,
-    17, 13, 8, 19, 13, 4, 8, 12, 18, 19, 5, 7, 7, 11, 6, 10, 25, 17, 10, 4, 3, 16,
+    14, 15, 15, 13, 6, 27, 3, 5, 13, 13, 19, 16, 16, 14, 16, 13, 12, 6, 4, 4, 6, 7, 4, 4, 8, 17,
+    13, 8, 19, 13, 4, 8, 12, 18, 19, 5, 7, 7, 11, 6, 10, 25, 17, 10, 4, 3, 16,
 ];
 const STATIC_AUTHORITY_INDEX: usize = 1;
 const ENTRY_OVERHEAD: usize = 32;
@@ -68,7 +68,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, InvalidBlock> {
-        let b = *self.buf.get(self.pos).ok_or(InvalidBlock("truncated block"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(InvalidBlock("truncated block"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -96,7 +99,12 @@ impl<'a> Reader<'a> {
 
     fn literal(&mut self) -> Result<Literal, InvalidBlock> {
         let start = self.pos;
-        let huffman = self.buf.get(self.pos).ok_or(InvalidBlock("truncated block"))? & 0x80 != 0;
+        let huffman = self
+            .buf
+            .get(self.pos)
+            .ok_or(InvalidBlock("truncated block"))?
+            & 0x80
+            != 0;
         let len = self.integer(7)?;
         let data_start = self.pos;
         let end = data_start.checked_add(len).filter(|e| *e <= self.buf.len());
@@ -110,7 +118,13 @@ impl<'a> Reader<'a> {
         } else {
             len
         };
-        Ok(Literal { start, end, huffman, data_start, decoded_len })
+        Ok(Literal {
+            start,
+            end,
+            huffman,
+            data_start,
+            decoded_len,
+        })
     }
 
     fn decoded(&self, lit: &Literal) -> Vec<u8> {
@@ -139,8 +153,13 @@ impl BlockRewriter {
                 self.check_index(index)?;
             } else if first & 0xc0 == 0x40 {
                 // Literal with incremental indexing.
-                let (is_authority, name_len, value) = self.literal_field(&mut r, 6, &mut splices)?;
-                self.insert(Entry { is_authority, name_len, size: name_len + value + ENTRY_OVERHEAD });
+                let (is_authority, name_len, value) =
+                    self.literal_field(&mut r, 6, &mut splices)?;
+                self.insert(Entry {
+                    is_authority,
+                    name_len,
+                    size: name_len + value + ENTRY_OVERHEAD,
+                });
             } else if first & 0xe0 == 0x20 {
                 let new_max = r.integer(5)?;
                 if new_max > self.limit {
@@ -234,7 +253,13 @@ fn sanitise_authority(value: &[u8]) -> Option<Vec<u8>> {
     Some(
         value
             .iter()
-            .map(|&b| if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' { b } else { b'x' })
+            .map(|&b| {
+                if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
+                    b
+                } else {
+                    b'x'
+                }
+            })
             .collect(),
     )
 }

@@ -113,7 +113,10 @@ mod tests {
     fn round_trips_every_byte() {
         let all: Vec<u8> = (0..=255u8).collect();
         assert_eq!(decode_vec(&encode(&all)).unwrap(), all);
-        assert_eq!(decode_vec(&encode(b"/var/run/kmsplugin/socket.sock")).unwrap(), b"/var/run/kmsplugin/socket.sock");
+        assert_eq!(
+            decode_vec(&encode(b"/var/run/kmsplugin/socket.sock")).unwrap(),
+            b"/var/run/kmsplugin/socket.sock"
+        );
     }
 
     #[test]
@@ -127,6 +130,9 @@ mod tests {
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }

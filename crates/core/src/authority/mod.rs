@@ -43,7 +43,9 @@ enum State {
     Preface,
     FrameHeader,
     /// Forwarding the payload of a frame that is not part of a header block.
-    Forward { remaining: usize },
+    Forward {
+        remaining: usize,
+    },
     /// Collecting HEADERS + CONTINUATION frames until END_HEADERS.
     Block(PendingBlock),
     /// Something did not parse: pass everything through and let h2 judge it.
@@ -185,7 +187,11 @@ fn step_block(p: &mut PendingBlock, input: &mut BytesMut) -> BlockStep {
             let h = &input[..FRAME_HEADER_LEN];
             let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
             let first = p.raw.is_empty();
-            let want_type = if first { TYPE_HEADERS } else { TYPE_CONTINUATION };
+            let want_type = if first {
+                TYPE_HEADERS
+            } else {
+                TYPE_CONTINUATION
+            };
             if h[3] != want_type || h[5..9] != p.stream_id || p.raw.len() + len > MAX_BLOCK {
                 // Not a well-formed block; h2 answers with a connection error.
                 return BlockStep::Broken;
@@ -205,7 +211,9 @@ fn step_block(p: &mut PendingBlock, input: &mut BytesMut) -> BlockStep {
             p.end_stream = flags & FLAG_END_STREAM != 0;
             let mut pad = 0usize;
             if flags & FLAG_PADDED != 0 {
-                let Some((&pad_len, rest)) = payload.split_first() else { return BlockStep::Broken };
+                let Some((&pad_len, rest)) = payload.split_first() else {
+                    return BlockStep::Broken;
+                };
                 pad = pad_len as usize;
                 payload = rest;
             }
@@ -246,7 +254,13 @@ fn write_block(out: &mut BytesMut, p: &PendingBlock, block: &[u8]) {
     if rest.is_empty() {
         flags |= FLAG_END_HEADERS;
     }
-    put_frame_header(out, first.len() + prio_len, TYPE_HEADERS, flags, &p.stream_id);
+    put_frame_header(
+        out,
+        first.len() + prio_len,
+        TYPE_HEADERS,
+        flags,
+        &p.stream_id,
+    );
     if let Some(prio) = &p.priority {
         out.put_slice(prio);
     }
@@ -269,7 +283,11 @@ fn put_frame_header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream_
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFixStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.output.is_empty() {
@@ -313,7 +331,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFixStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFixStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

@@ -27,8 +27,15 @@ struct Trickle {
 }
 
 impl AsyncRead for Trickle {
-    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = self.step.min(self.data.len() - self.pos).min(buf.remaining());
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self
+            .step
+            .min(self.data.len() - self.pos)
+            .min(buf.remaining());
         let start = self.pos;
         buf.put_slice(&self.data[start..start + n]);
         self.pos += n;
@@ -37,7 +44,11 @@ impl AsyncRead for Trickle {
 }
 
 async fn run(input: Vec<u8>, step: usize) -> Vec<u8> {
-    let mut s = AuthorityFixStream::new(Trickle { data: input, pos: 0, step });
+    let mut s = AuthorityFixStream::new(Trickle {
+        data: input,
+        pos: 0,
+        step,
+    });
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     out
@@ -68,7 +79,10 @@ async fn rewrites_socket_path_authority_across_any_read_sizes() {
         assert_eq!(out.len(), 3, "step {step}");
         assert_eq!(frame(out[0].0, out[0].1, out[0].2, &out[0].3), settings);
         let (kind, flags, stream, payload) = &out[1];
-        assert_eq!((*kind, *flags, *stream), (TYPE_HEADERS, FLAG_END_HEADERS, 1));
+        assert_eq!(
+            (*kind, *flags, *stream),
+            (TYPE_HEADERS, FLAG_END_HEADERS, 1)
+        );
         let headers = ::hpack::Decoder::new().decode(payload).unwrap();
         assert!(headers.contains(&(b":authority".to_vec(), b"xrunxkms.sock".to_vec())));
         assert_eq!(frame(out[2].0, out[2].1, out[2].2, &out[2].3), data);
@@ -80,7 +94,11 @@ async fn valid_blocks_pass_byte_for_byte_including_padding() {
     let mut padded = vec![3u8];
     padded.extend(block(b"localhost"));
     padded.extend([0, 0, 0]);
-    let input = [PREFACE.to_vec(), frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &padded)].concat();
+    let input = [
+        PREFACE.to_vec(),
+        frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &padded),
+    ]
+    .concat();
     assert_eq!(run(input.clone(), 5).await, input);
 }
 
@@ -94,7 +112,12 @@ async fn padded_priority_continuation_block_is_reassembled_and_reframed() {
     first.extend([0, 0]);
     let input = [
         PREFACE.to_vec(),
-        frame(TYPE_HEADERS, FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM, 3, &first),
+        frame(
+            TYPE_HEADERS,
+            FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM,
+            3,
+            &first,
+        ),
         frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, tail),
     ]
     .concat();
@@ -114,7 +137,12 @@ async fn garbage_is_passed_through_for_h2_to_reject() {
     let input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     assert_eq!(run(input.clone(), 4).await, input);
     // A CONTINUATION where a HEADERS should be: forwarded verbatim.
-    let bad = [PREFACE.to_vec(), frame(TYPE_HEADERS, 0, 1, &[0x83]), frame(0x0, 0, 1, b"xx")].concat();
+    let bad = [
+        PREFACE.to_vec(),
+        frame(TYPE_HEADERS, 0, 1, &[0x83]),
+        frame(0x0, 0, 1, b"xx"),
+    ]
+    .concat();
     assert_eq!(run(bad.clone(), 4).await, bad);
 }
 
@@ -128,7 +156,11 @@ async fn large_rewritten_block_is_split_into_continuations() {
     let big = vec![b'v'; 20_000];
     encode_integer_for_test(&mut b, big.len());
     b.extend_from_slice(&big);
-    let input = [PREFACE.to_vec(), frame(TYPE_HEADERS, FLAG_END_HEADERS, 5, &b)].concat();
+    let input = [
+        PREFACE.to_vec(),
+        frame(TYPE_HEADERS, FLAG_END_HEADERS, 5, &b),
+    ]
+    .concat();
     let out = frames(&run(input, 1000).await);
     assert_eq!(out.len(), 2);
     assert_eq!((out[0].0, out[0].1), (TYPE_HEADERS, 0));

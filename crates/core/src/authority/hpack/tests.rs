@@ -28,11 +28,18 @@ fn first_block(authority: &[u8], huff: bool) -> Vec<u8> {
 
 fn decode_all(blocks: &[Vec<u8>]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut d = ::hpack::Decoder::new();
-    blocks.iter().map(|b| d.decode(b).expect("oracle decodes")).collect()
+    blocks
+        .iter()
+        .map(|b| d.decode(b).expect("oracle decodes"))
+        .collect()
 }
 
 fn authority_of(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    headers.iter().find(|(n, _)| n == b":authority").map(|(_, v)| v.clone()).unwrap()
+    headers
+        .iter()
+        .find(|(n, _)| n == b":authority")
+        .map(|(_, v)| v.clone())
+        .unwrap()
 }
 
 fn rewrite(rw: &mut BlockRewriter, block: &[u8]) -> Vec<u8> {
@@ -52,7 +59,11 @@ fn socket_path_authority_is_sanitised_and_later_references_follow() {
         let decoded = decode_all(&out);
         for headers in &decoded {
             assert_eq!(authority_of(headers), b"xvarxrunxkmspluginxsocket.sock");
-            assert!(headers.iter().any(|(n, v)| n == b":path" && v == b"/v2.KeyManagementService/Status"));
+            assert!(
+                headers
+                    .iter()
+                    .any(|(n, v)| n == b":path" && v == b"/v2.KeyManagementService/Status")
+            );
             assert!(headers.iter().any(|(n, v)| n == b"te" && v == b"trailers"));
         }
     }
@@ -60,7 +71,12 @@ fn socket_path_authority_is_sanitised_and_later_references_follow() {
 
 #[test]
 fn valid_authorities_pass_untouched() {
-    for a in [&b"localhost"[..], b"kms.example:8080", b"[::1]:80", b"127.0.0.1"] {
+    for a in [
+        &b"localhost"[..],
+        b"kms.example:8080",
+        b"[::1]:80",
+        b"127.0.0.1",
+    ] {
         let mut rw = BlockRewriter::default();
         assert_eq!(rw.process(&first_block(a, true)).unwrap(), None, "{a:?}");
     }
@@ -107,12 +123,12 @@ fn eviction_and_size_updates_track_the_client_table() {
 #[test]
 fn malformed_blocks_are_errors_not_panics() {
     let cases: Vec<Vec<u8>> = vec![
-        vec![0x80],             // index 0
+        vec![0x80],                               // index 0
         vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // integer overflow / truncated
-        vec![0x41, 0x85, 0x01], // string past end
-        vec![0x41, 0x81, 0x00], // bad huffman padding
-        vec![0x3f, 0xe2, 0x1f], // size update to 4097, above 4096
-        vec![0x80 | 70],        // past the dynamic table
+        vec![0x41, 0x85, 0x01],                   // string past end
+        vec![0x41, 0x81, 0x00],                   // bad huffman padding
+        vec![0x3f, 0xe2, 0x1f],                   // size update to 4097, above 4096
+        vec![0x80 | 70],                          // past the dynamic table
     ];
     for c in cases {
         let mut rw = BlockRewriter::default();

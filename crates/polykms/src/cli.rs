@@ -1,0 +1,100 @@
+//! Command line: parsing and dispatch, and the exit codes operators script against.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, LogFormat};
+
+/// Exit code for a bad configuration or command line (sysexits EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a key store that cannot be reached or used (sysexits EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "polykms",
+    version,
+    about = "Kubernetes KMS v2 plugin for every key store"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the KMS API on the unix socket.
+    Serve {
+        /// Configuration file (.toml, .yaml or .yml).
+        #[arg(long, short, env = "POLYKMS_CONFIG")]
+        config: PathBuf,
+        /// Override `server.socket`.
+        #[arg(long)]
+        socket: Option<String>,
+        /// Override `log.format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Load the configuration, round-trip a random seed through every backend, print key
+    /// versions and the key_id. Exits 0 when all work, 64 on a bad config, 69 otherwise.
+    Check {
+        #[arg(long, short, env = "POLYKMS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a fresh 32-byte key for the local backend (mode 0600; never overwrites).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Errors that end the process, sorted by exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e.0)
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            socket,
+            log_format,
+        } => crate::serve::run(&config, socket, log_format),
+        Command::Check { config } => crate::check::run(&config),
+        Command::Keygen { out } => polykms_local::generate_key_file(&out)
+            .map(|()| println!("wrote a new 32-byte key to {} (mode 0600)", out.display()))
+            .map_err(|e| Failure::Config(e.message().to_string())),
+        Command::Version => {
+            println!("polykms {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("polykms: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "exiting");
+            ExitCode::from(match e {
+                Failure::Config(_) => EXIT_CONFIG,
+                Failure::Unavailable(_) => EXIT_UNAVAILABLE,
+                Failure::Other(_) => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The configuration file: TOML or YAML by extension, `POLYKMS_…` environment overrides
+//! (`POLYKMS_SERVER__SOCKET=/x.sock` sets `server.socket`), unknown fields rejected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml, Yaml};
+use serde::Deserialize;
+
+use crate::backends::BackendSettings;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub decrypt: DecryptConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    pub backends: Vec<BackendEntry>,
+    pub encrypt: EncryptConfig,
+}
+
+/// `[server]`: the KMS socket and API surface. Changing it needs a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Socket path, `unix:///path`, or `@name` for an abstract socket.
+    pub socket: String,
+    /// KMS APIs served: "v2" and/or "v1beta1".
+    pub apis: Vec<ApiName>,
+    /// Status `version`: "v2" (Kubernetes 1.29+) or "v2beta1" (1.27/1.28).
+    pub status_version: StatusVersionName,
+    /// Bound into every wrap as AAD; must match across nodes of one cluster.
+    pub provider_name: String,
+    /// Deadline of a call without `grpc-timeout`.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket: "/var/run/kmsplugin/socket.sock".into(),
+            apis: vec![ApiName::V2],
+            status_version: StatusVersionName::V2,
+            provider_name: "polykms".into(),
+            default_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ApiName {
+    #[serde(rename = "v2")]
+    V2,
+    #[serde(rename = "v1beta1")]
+    V1Beta1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum StatusVersionName {
+    #[serde(rename = "v2")]
+    V2,
+    #[serde(rename = "v2beta1")]
+    V2Beta1,
+}
+
+/// `[http]`: metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port`; an empty string turns the listener off.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8095".into(),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("http.listen: {:?}: {e}", self.listen))
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "auto" (text on a terminal, JSON otherwise), "text" or "json".
+    pub format: LogFormat,
+    /// Default filter when RUST_LOG is not set, e.g. "info" or "polykms_core=debug,info".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// `[health]`: the background probers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub unhealthy_probe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            probe_interval: Duration::from_secs(30),
+            unhealthy_probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[decrypt]`: the optional unwrap cache (off by default).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecryptConfig {
+    /// Entries kept; 0 turns the cache off.
+    pub cache_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for DecryptConfig {
+    fn default() -> Self {
+        DecryptConfig {
+            cache_size: 0,
+            cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[security]`: process hardening.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Lock memory (mlockall) so keys never reach swap; needs CAP_IPC_LOCK or a high enough
+    /// RLIMIT_MEMLOCK. A failure is logged, not fatal.
+    pub lock_memory: bool,
+    /// Disable core dumps (they would contain keys). On by default.
+    pub disable_core_dumps: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            lock_memory: false,
+            disable_core_dumps: true,
+        }
+    }
+}
+
+/// `[[backends]]`: a named key store.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackendEntry {
+    /// Stable identifier, stored in every envelope: lowercase letters, digits, '-'.
+    pub name: String,
+    #[serde(flatten)]
+    pub settings: BackendSettings,
+}
+
+/// `[encrypt]`: which backends wrap new seeds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptConfig {
+    pub with: Vec<String>,
+}
+
+/// A configuration that cannot be used; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads `path` (TOML or YAML by extension) with `POLYKMS_` environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "{}: no such config file",
+                path.display()
+            )));
+        }
+        let figment = match ext {
+            "toml" => Figment::from(Toml::file_exact(path)),
+            "yaml" | "yml" => Figment::from(Yaml::file_exact(path)),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{}: unknown config format {ext:?}; use .toml, .yaml or .yml",
+                    path.display()
+                )));
+            }
+        };
+        let config: Config = figment
+            .merge(Env::prefixed("POLYKMS_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError(describe_figment_error(path, e)))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.resolved(&base).validate()
+    }
+
+    /// Makes relative file paths in backend settings relative to the config file's directory.
+    fn resolved(mut self, base: &Path) -> Config {
+        for b in &mut self.backends {
+            b.settings.resolve_paths(base);
+        }
+        self
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        if self.server.provider_name.is_empty() {
+            return Err(ConfigError(
+                "server.provider_name: must not be empty".into(),
+            ));
+        }
+        if self.server.apis.is_empty() {
+            return Err(ConfigError(
+                "server.apis: name at least one of \"v2\", \"v1beta1\"".into(),
+            ));
+        }
+        polykms_core::SocketSpec::parse(&self.server.socket)
+            .map_err(|e| ConfigError(format!("server.socket: {e}")))?;
+        self.http.address().map_err(ConfigError)?;
+        if self.health.probe_interval.is_zero() || self.health.unhealthy_probe_interval.is_zero() {
+            return Err(ConfigError(
+                "health: probe intervals must be positive".into(),
+            ));
+        }
+        if self.health.probe_timeout.is_zero() {
+            return Err(ConfigError("health.probe_timeout: must be positive".into()));
+        }
+        if self.server.default_timeout.is_zero() {
+            return Err(ConfigError(
+                "server.default_timeout: must be positive".into(),
+            ));
+        }
+        if self.backends.is_empty() {
+            return Err(ConfigError(
+                "backends: configure at least one [[backends]]".into(),
+            ));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            polykms_core::keyring::validate_backend_name(&b.name)
+                .map_err(|e| ConfigError(format!("backends[{i}].name: {e}")))?;
+            if self.backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(ConfigError(format!(
+                    "backends[{i}].name: {:?} is used twice",
+                    b.name
+                )));
+            }
+        }
+        if self.encrypt.with.is_empty() {
+            return Err(ConfigError(
+                "encrypt.with: name at least one backend".into(),
+            ));
+        }
+        for (i, name) in self.encrypt.with.iter().enumerate() {
+            if !self.backends.iter().any(|b| &b.name == name) {
+                return Err(ConfigError(format!(
+                    "encrypt.with[{i}]: no backend is named {name:?}"
+                )));
+            }
+            if self.encrypt.with[..i].contains(name) {
+                return Err(ConfigError(format!(
+                    "encrypt.with[{i}]: {name:?} is listed twice"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Settings a reload cannot change, for comparing an old and a new file.
+    pub fn restart_only(&self) -> (&ServerConfig, &HttpConfig) {
+        (&self.server, &self.http)
+    }
+}
+
+/// figment errors name the key path (`backends.0.key_files`); say which file too, and drop
+/// figment's "default." profile prefix that means nothing to users.
+fn describe_figment_error(path: &Path, error: figment::Error) -> String {
+    let mut parts = Vec::new();
+    for e in error {
+        let key = e.path.join(".");
+        let msg = e.kind.to_string();
+        if key.is_empty() {
+            parts.push(msg);
+        } else {
+            parts.push(format!("{key}: {msg}"));
+        }
+    }
+    format!("{}: {}", path.display(), parts.join("; "))
+}
+
+/// Resolves `p` against `base` when relative.
+pub fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+#[cfg(test)]
+mod tests;

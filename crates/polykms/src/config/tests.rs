@@ -1,0 +1,153 @@
+use std::io::Write;
+
+use super::*;
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    p
+}
+
+const MINIMAL: &str = r#"
+[server]
+socket = "/tmp/polykms.sock"
+[[backends]]
+name = "local"
+type = "local"
+key_files = ["keys/current.key", "/abs/older.key"]
+[encrypt]
+with = ["local"]
+"#;
+
+#[test]
+fn minimal_local_config_loads_with_defaults_and_resolves_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", MINIMAL)).unwrap();
+    assert_eq!(c.server.socket, "/tmp/polykms.sock");
+    assert_eq!(c.server.apis, vec![ApiName::V2]);
+    assert_eq!(c.server.status_version, StatusVersionName::V2);
+    assert_eq!(c.http.listen, "127.0.0.1:8095");
+    assert_eq!(c.health.probe_interval, Duration::from_secs(30));
+    let crate::backends::BackendSettings::Local(l) = &c.backends[0].settings;
+    assert_eq!(l.key_files[0], dir.path().join("keys/current.key"));
+    assert_eq!(l.key_files[1], PathBuf::from("/abs/older.key"));
+}
+
+#[test]
+fn yaml_is_read_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server:\n  socket: /tmp/y.sock\n  status_version: v2beta1\n  apis: [v2, v1beta1]\nbackends:\n  - name: local\n    type: local\n    key_files: [/k]\nencrypt:\n  with: [local]\n";
+    let c = Config::load(&write(dir.path(), "c.yaml", yaml)).unwrap();
+    assert_eq!(c.server.status_version, StatusVersionName::V2Beta1);
+    assert_eq!(c.server.apis, vec![ApiName::V2, ApiName::V1Beta1]);
+}
+
+fn error_of(body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    Config::load(&write(dir.path(), "c.toml", body))
+        .unwrap_err()
+        .0
+}
+
+#[test]
+fn unknown_fields_are_rejected_naming_the_field() {
+    let e = error_of(&MINIMAL.replace("[server]", "[server]\nsokcet = \"/x\""));
+    assert!(e.contains("sokcet"), "{e}");
+    let e = error_of(&MINIMAL.replace("type = \"local\"", "type = \"local\"\nkey_file = \"/x\""));
+    assert!(e.contains("key_file"), "{e}");
+    let e = error_of(&format!("{MINIMAL}\n[surprise]\na = 1\n"));
+    assert!(e.contains("surprise"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    let cases = [
+        (
+            MINIMAL.replace("type = \"local\"", "type = \"nope\""),
+            "nope",
+        ),
+        (
+            MINIMAL.replace("with = [\"local\"]", "with = [\"other\"]"),
+            "encrypt.with[0]",
+        ),
+        (
+            MINIMAL.replace("with = [\"local\"]", "with = []"),
+            "encrypt.with",
+        ),
+        (
+            MINIMAL.replace("name = \"local\"", "name = \"Local_1\""),
+            "backends[0].name",
+        ),
+        (
+            MINIMAL.replace("socket = \"/tmp/polykms.sock\"", "socket = 5"),
+            "server.socket",
+        ),
+        (
+            MINIMAL.replace("[server]", "[server]\nstatus_version = \"v3\""),
+            "status_version",
+        ),
+        (
+            MINIMAL.replace("[server]", "[server]\napis = [\"v1\"]"),
+            "apis",
+        ),
+        (
+            format!("{MINIMAL}\n[health]\nprobe_interval = \"soon\"\n"),
+            "probe_interval",
+        ),
+        (
+            format!("{MINIMAL}\n[http]\nlisten = \"nowhere\"\n"),
+            "http.listen",
+        ),
+        (
+            MINIMAL.replace("key_files = [\"keys/current.key\", \"/abs/older.key\"]", ""),
+            "key_files",
+        ),
+    ];
+    for (body, field) in cases {
+        let e = error_of(&body);
+        assert!(e.contains(field), "expected {field:?} in {e:?}");
+    }
+}
+
+#[test]
+fn duplicate_backend_names_are_rejected() {
+    let body = MINIMAL.replace(
+        "[encrypt]",
+        "[[backends]]\nname = \"local\"\ntype = \"local\"\nkey_files = [\"/k\"]\n[encrypt]",
+    );
+    assert!(error_of(&body).contains("used twice"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "c.toml", MINIMAL);
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("POLYKMS_SERVER__SOCKET", "/tmp/from-env.sock");
+        jail.set_env("POLYKMS_SERVER__PROVIDER_NAME", "cluster-a");
+        let c = Config::load(&p).map_err(|e| e.0)?;
+        assert_eq!(c.server.socket, "/tmp/from-env.sock");
+        assert_eq!(c.server.provider_name, "cluster-a");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_and_unknown_extension_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Config::load(&dir.path().join("nope.toml"))
+            .unwrap_err()
+            .0
+            .contains("no such config file")
+    );
+    assert!(
+        Config::load(&write(dir.path(), "c.ini", MINIMAL))
+            .unwrap_err()
+            .0
+            .contains("unknown config format")
+    );
+}

@@ -1,0 +1,165 @@
+//! `polykms serve`: wire config, backends, core and signals together.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use polykms_core::cache::CacheSettings;
+use polykms_core::http::{HttpState, serve_http};
+use polykms_core::{
+    Api, Keyring, Metrics, Plugin, PluginSettings, ProbeSettings, RetrySettings, SocketSpec,
+    StatusVersion,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::backends;
+use crate::cli::Failure;
+use crate::config::{ApiName, Config, LogFormat, StatusVersionName};
+use crate::{hardening, logging};
+
+pub fn run(
+    path: &Path,
+    socket: Option<String>,
+    log_format: Option<LogFormat>,
+) -> Result<(), Failure> {
+    let mut config = Config::load(path)?;
+    if let Some(socket) = socket {
+        SocketSpec::parse(&socket).map_err(|e| Failure::Config(format!("--socket: {e}")))?;
+        config.server.socket = socket;
+    }
+    logging::init(&config.log, log_format);
+    hardening::apply(&config.security);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(path.to_path_buf(), config))
+}
+
+pub fn plugin_settings(config: &Config) -> PluginSettings {
+    PluginSettings {
+        provider_name: config.server.provider_name.clone(),
+        status_version: match config.server.status_version {
+            StatusVersionName::V2 => StatusVersion::V2,
+            StatusVersionName::V2Beta1 => StatusVersion::V2Beta1,
+        },
+        probe: ProbeSettings {
+            healthy_interval: config.health.probe_interval,
+            unhealthy_interval: config.health.unhealthy_probe_interval,
+            timeout: config.health.probe_timeout,
+        },
+        retry: RetrySettings::default(),
+        default_timeout: config.server.default_timeout,
+        unwrap_cache: (config.decrypt.cache_size > 0).then_some(CacheSettings {
+            capacity: config.decrypt.cache_size,
+            ttl: config.decrypt.cache_ttl,
+        }),
+    }
+}
+
+/// Builds a keyring from the config's backends; every failure here is a config error.
+pub async fn keyring(config: &Config, metrics: Arc<Metrics>) -> Result<Keyring, Failure> {
+    let backends = backends::build(&config.backends)
+        .await
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    Keyring::new(backends, &config.encrypt.with, metrics)
+        .map_err(|e| Failure::Config(e.to_string()))
+}
+
+async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
+    let metrics = Arc::new(Metrics::new());
+    let ring = keyring(&config, metrics.clone()).await?;
+    let spec = SocketSpec::parse(&config.server.socket)
+        .map_err(|e| Failure::Config(format!("server.socket: {e}")))?;
+    let bound =
+        polykms_core::bind(&spec).with_context(|| format!("binding the KMS socket {spec}"))?;
+    let http_listener = match config.http.address().map_err(Failure::Config)? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding http.listen {addr}"))?,
+        ),
+        None => None,
+    };
+    let plugin = Plugin::start(plugin_settings(&config), ring, metrics).await;
+    let status = plugin.status();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), key_id = %status.key_id, healthz = %status.healthz,
+        backends = config.backends.len(), encrypt_with = ?config.encrypt.with, "polykms started");
+
+    let serving = Arc::new(AtomicBool::new(false));
+    let http_task = http_listener.map(|listener| {
+        tracing::info!(listen = %config.http.listen, "serving /metrics /livez /readyz /healthz");
+        tokio::spawn(serve_http(
+            listener,
+            HttpState {
+                plugin: plugin.clone(),
+                serving: serving.clone(),
+            },
+        ))
+    });
+    let reload_task = tokio::spawn(reload_on_sighup(path, config.clone(), plugin.clone()));
+
+    let apis: Vec<Api> = config
+        .server
+        .apis
+        .iter()
+        .map(|a| match a {
+            ApiName::V2 => Api::V2,
+            ApiName::V1Beta1 => Api::V1Beta1,
+        })
+        .collect();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    let result = polykms_core::serve(plugin, bound, &apis, serving, shutdown).await;
+    reload_task.abort();
+    if let Some(t) = http_task {
+        t.abort();
+    }
+    result.context("serving the KMS API")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload_on_sighup(path: PathBuf, running: Config, plugin: Arc<Plugin>) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; live reload is off");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+        match reload(&path, &running, &plugin).await {
+            Ok(()) => {
+                let s = plugin.status();
+                tracing::info!(key_id = %s.key_id, healthz = %s.healthz, "configuration reloaded");
+            }
+            Err(e) => {
+                plugin.metrics().reload(false);
+                tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
+            }
+        }
+    }
+}
+
+async fn reload(path: &Path, running: &Config, plugin: &Plugin) -> Result<(), Failure> {
+    let next = Config::load(path)?;
+    if next.restart_only() != running.restart_only() {
+        tracing::warn!(
+            "[server] and [http] changes take effect only after a restart; applying backends and encrypt.with"
+        );
+    }
+    let ring = keyring(&next, plugin.metrics().clone()).await?;
+    plugin
+        .reload(ring)
+        .await
+        .map_err(|e| Failure::Config(e.to_string()))
+}
