@@ -23,6 +23,8 @@ stop() {
     fi
     rm -f "$pidfile"
   fi
+  # A stale env file would point tests at a dead server instead of letting them skip.
+  rm -f "$envfile"
 }
 
 start() {
@@ -75,6 +77,6 @@ ENV
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  env) cat "$envfile" ;;
+  env) cat "$envfile" 2>/dev/null || { echo "gcp fake kms is not running" >&2; exit 1; } ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 64 ;;
 esac

@@ -10,23 +10,31 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run="$here/.run"
 state="$run/openbao"
 pidfile="$run/openbao.pid"
+review_pidfile="$run/openbao-tokenreview.pid"
 envfile="$run/openbao.env"
 addr_port="${POLYKMS_OPENBAO_PORT:-8207}"
 addr="http://127.0.0.1:$addr_port"
+review_port="${POLYKMS_TOKENREVIEW_PORT:-8209}"
 root_token="polykms-root"
 key="polykms"
 
-stop() {
-  if [[ -f "$pidfile" ]]; then
-    pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
+stop_pid() {
+  local file="$1" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(cat "$file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$envfile"
+  rm -f "$file"
+}
+
+stop() {
+  stop_pid "$pidfile"
+  stop_pid "$review_pidfile"
+  # The state holds the dev root token and AppRole secrets: nothing to keep.
+  rm -rf "$state" "$envfile"
 }
 
 start() {
@@ -56,6 +64,23 @@ start() {
     exit 1
   fi
 
+  # Fake Kubernetes TokenReview API (HTTPS, self-signed) for the kubernetes auth method.
+  # (8208 is taken by the dev server's cluster listener: listen port + 1.)
+  setsid "$venv/bin/python" "$here/fakes/vault/tokenreview.py" "$state" "$review_port" \
+    >"$state/tokenreview.log" 2>&1 </dev/null &
+  echo $! >"$review_pidfile"
+  for _ in $(seq 100); do
+    [[ -f "$state/tokenreview.ready" ]] && break
+    kill -0 "$(cat "$review_pidfile")" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ ! -f "$state/tokenreview.ready" ]]; then
+    echo "openbao.sh: fake TokenReview server did not start; log:" >&2
+    tail -20 "$state/tokenreview.log" >&2
+    stop
+    exit 1
+  fi
+
   q() { "$bao" "$@" >/dev/null; }
   q secrets enable transit
   q write -f "transit/keys/$key" type=aes256-gcm96
@@ -73,6 +98,12 @@ POLICY
   q write auth/approle/role/polykms-short token_policies=polykms-transit token_ttl=6s token_max_ttl=15s
   # A role whose tokens may not touch the key.
   q write auth/approle/role/polykms-nopolicy token_ttl=1h
+
+  q auth enable kubernetes
+  q write auth/kubernetes/config kubernetes_host="https://127.0.0.1:$review_port" \
+    kubernetes_ca_cert=@"$state/ca.pem" disable_local_ca_jwt=true
+  q write auth/kubernetes/role/polykms bound_service_account_names=polykms \
+    bound_service_account_namespaces=kube-system token_policies=polykms-transit token_ttl=1h
 
   umask 077
   printf '%s\n' "$root_token" >"$state/root-token"
@@ -94,6 +125,8 @@ export POLYKMS_VAULT_SHORT_ROLE_ID_FILE=$state/polykms-short.role_id
 export POLYKMS_VAULT_SHORT_SECRET_ID_FILE=$state/polykms-short.secret_id
 export POLYKMS_VAULT_NOPOLICY_ROLE_ID_FILE=$state/polykms-nopolicy.role_id
 export POLYKMS_VAULT_NOPOLICY_SECRET_ID_FILE=$state/polykms-nopolicy.secret_id
+export POLYKMS_VAULT_K8S_TOKEN_FILE=$state/sa-token
+export POLYKMS_VAULT_K8S_ROLE=polykms
 export POLYKMS_VAULT_BAO=$bao
 ENV
   echo "openbao.sh: OpenBao dev server on $addr (pid $(cat "$pidfile")); env in $envfile" >&2

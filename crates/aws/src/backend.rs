@@ -13,9 +13,10 @@ use aws_sdk_kms::primitives::Blob;
 use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
 
 use crate::client::{self, ExpiryRecorder};
-use crate::config::{AwsConfig, KeyRef, KmsArn};
+use crate::config::AwsConfig;
 use crate::context::encryption_context;
 use crate::error::from_sdk_error;
+use crate::key::{KeyRef, KmsArn};
 use crate::version::{self, Material};
 
 /// KMS accepts at most 4096 bytes of plaintext per Encrypt.
@@ -68,14 +69,6 @@ impl AwsBackend {
     ) -> Result<Self, BackendError> {
         let key = config.validate()?;
         let built = client::build(config, &key, credentials).await?;
-        if let Some(key_region) = key.region() {
-            if key_region != built.region {
-                return Err(BackendError::config(format!(
-                    "key: the ARN is in region {key_region} but the client uses {}",
-                    built.region
-                )));
-            }
-        }
         Ok(AwsBackend {
             client: built.client,
             key,
@@ -264,13 +257,13 @@ impl KeyEncryptionBackend for AwsBackend {
             .send()
             .await
             .map_err(|e| from_sdk_error("Decrypt", e))?;
-        if let Some(arn) = out.key_id() {
-            if self.key.names_key_arn(arn) == Some(false) {
-                return Err(BackendError::wrong_key(format!(
-                    "Decrypt used key {arn}, this backend uses {:?}",
-                    self.key
-                )));
-            }
+        if let Some(arn) = out.key_id()
+            && self.key.names_key_arn(arn) == Some(false)
+        {
+            return Err(BackendError::wrong_key(format!(
+                "Decrypt used key {arn}, this backend uses {:?}",
+                self.key
+            )));
         }
         out.plaintext
             .map(|b| SecretBytes::new(b.into_inner()))

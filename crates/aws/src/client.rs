@@ -16,7 +16,8 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_kms::config::Region;
 use polykms_backend::BackendError;
 
-use crate::config::{AwsConfig, KeyRef};
+use crate::config::AwsConfig;
+use crate::key::KeyRef;
 
 /// Default role session name, visible in CloudTrail.
 const DEFAULT_SESSION_NAME: &str = "polykms";

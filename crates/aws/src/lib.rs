@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod context;
 mod error;
+mod key;
 #[cfg(test)]
 mod test_server;
 mod version;

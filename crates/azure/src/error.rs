@@ -155,6 +155,13 @@ pub(crate) fn classify(op: Operation, err: &AzureError) -> BackendError {
             HttpFailure::from_parts(u16::from(*status), error_code.as_deref(), body, retry_after)
                 .classify(op)
         }
+        AzureKind::Connection | AzureKind::Io if is_untrusted_certificate(err) => {
+            BackendError::config(format!(
+                "{}: the vault's TLS certificate is not trusted (check ca_file): {}",
+                op.as_str(),
+                chain(err)
+            ))
+        }
         AzureKind::Connection => {
             BackendError::unavailable(format!("{}: cannot connect: {}", op.as_str(), chain(err)))
         }
@@ -199,6 +206,11 @@ pub(crate) fn classify(op: Operation, err: &AzureError) -> BackendError {
 /// A deadline that the backend itself enforces around a call.
 pub(crate) fn deadline_exceeded(op: Operation, timeout_ms: u64) -> BackendError {
     BackendError::timeout(format!("{}: no answer within {timeout_ms} ms", op.as_str()))
+}
+
+/// rustls' verdict on a certificate chain it cannot trust; retrying will not change it.
+fn is_untrusted_certificate(err: &AzureError) -> bool {
+    chain(err).contains("invalid peer certificate")
 }
 
 fn is_timeout(err: &AzureError) -> bool {
@@ -371,6 +383,17 @@ mod tests {
         let e = classify(Operation::Get, &err);
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn untrusted_vault_certificate_is_a_config_error() {
+        let err = AzureError::with_message(
+            AzureKind::Connection,
+            "client error (Connect): invalid peer certificate: UnknownIssuer",
+        );
+        let e = classify(Operation::Get, &err);
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.message().contains("ca_file"), "{e}");
     }
 
     #[test]

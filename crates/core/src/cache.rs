@@ -16,10 +16,13 @@ pub struct CacheSettings {
     pub ttl: Duration,
 }
 
+type Entries = HashMap<[u8; 32], (Arc<SecretBytes>, Instant)>;
+
+/// Unwrapped seeds by request digest, bounded in count and age.
 #[derive(Debug)]
 pub struct UnwrapCache {
     settings: CacheSettings,
-    entries: Mutex<HashMap<[u8; 32], (Arc<SecretBytes>, Instant)>>,
+    entries: Mutex<Entries>,
 }
 
 impl UnwrapCache {

@@ -33,6 +33,9 @@ pub enum EnvelopeError {
     TooLarge(usize),
 }
 
+/// Wraps kept in annotations, by annotation key.
+pub type Annotations = BTreeMap<String, Vec<u8>>;
+
 /// One backend's wrap of the seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wrap {
@@ -55,7 +58,7 @@ pub fn annotation_key(index: usize) -> String {
 impl EnvelopeV1 {
     /// Encodes the envelope, moving wraps (last first) into annotations until the inline part
     /// fits in [`MAX_CIPHERTEXT`] bytes.
-    pub fn encode(&self) -> Result<(Vec<u8>, BTreeMap<String, Vec<u8>>), EnvelopeError> {
+    pub fn encode(&self) -> Result<(Vec<u8>, Annotations), EnvelopeError> {
         if self.wraps.is_empty() || self.wraps.len() > MAX_WRAPS {
             return Err(EnvelopeError::Malformed("wrap count out of range"));
         }

@@ -115,12 +115,11 @@ impl SocketGuard {
 
     /// Removes the socket file if it is still the one we created.
     pub fn cleanup(&self) {
-        if let (SocketSpec::Path(path), Some(id)) = (&self.spec, self.identity) {
-            if let Ok(meta) = fs::symlink_metadata(path) {
-                if (meta.dev(), meta.ino()) == id {
-                    let _ = fs::remove_file(path);
-                }
-            }
+        if let (SocketSpec::Path(path), Some(id)) = (&self.spec, self.identity)
+            && let Ok(meta) = fs::symlink_metadata(path)
+            && (meta.dev(), meta.ino()) == id
+        {
+            let _ = fs::remove_file(path);
         }
     }
 }

@@ -22,10 +22,9 @@ pub(crate) async fn build_client(config: &GcpConfig) -> Result<KeyManagementServ
     if let Some(endpoint) = &config.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }
-    builder
-        .build()
-        .await
-        .map_err(|e| BackendError::config(format!("endpoint: cannot build the Cloud KMS client: {e}")))
+    builder.build().await.map_err(|e| {
+        BackendError::config(format!("endpoint: cannot build the Cloud KMS client: {e}"))
+    })
 }
 
 async fn build_credentials(auth: &GcpAuth) -> Result<Credentials, BackendError> {
@@ -38,12 +37,14 @@ async fn build_credentials(auth: &GcpAuth) -> Result<Credentials, BackendError> 
         }),
         GcpAuth::ServiceAccount { credentials_file } => {
             let key = read_service_account_key(credentials_file).await?;
-            credentials::service_account::Builder::new(key).build().map_err(|_| {
-                BackendError::config(format!(
-                    "auth.credentials_file: {} is not a usable service account key",
-                    credentials_file.display()
-                ))
-            })
+            credentials::service_account::Builder::new(key)
+                .build()
+                .map_err(|_| {
+                    BackendError::config(format!(
+                        "auth.credentials_file: {} is not a usable service account key",
+                        credentials_file.display()
+                    ))
+                })
         }
         GcpAuth::Anonymous => {
             tracing::warn!(
@@ -62,7 +63,9 @@ async fn read_service_account_key(path: &Path) -> Result<serde_json::Value, Back
     let text = tokio::fs::read_to_string(path)
         .await
         .map(SensitiveString::new)
-        .map_err(|e| BackendError::config(format!("{field}: cannot read {}: {e}", path.display())))?;
+        .map_err(|e| {
+            BackendError::config(format!("{field}: cannot read {}: {e}", path.display()))
+        })?;
     let key: serde_json::Value = serde_json::from_str(text.expose()).map_err(|_| {
         BackendError::config(format!("{field}: {} is not valid JSON", path.display()))
     })?;
@@ -74,7 +77,11 @@ async fn read_service_account_key(path: &Path) -> Result<serde_json::Value, Back
         )));
     }
     for required in ["client_email", "private_key"] {
-        if key.get(required).and_then(serde_json::Value::as_str).is_none_or(str::is_empty) {
+        if key
+            .get(required)
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err(BackendError::config(format!(
                 "{field}: {} has no \"{required}\"",
                 path.display()
@@ -100,7 +107,9 @@ mod tests {
 
     #[tokio::test]
     async fn missing_key_file_is_a_config_error_naming_the_field() {
-        let err = read_service_account_key(Path::new("/nonexistent/sa.json")).await.unwrap_err();
+        let err = read_service_account_key(Path::new("/nonexistent/sa.json"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.message().starts_with("auth.credentials_file:"), "{err}");
     }

@@ -137,9 +137,12 @@ const CRYPTO_KEY_SEGMENTS: [&str; 4] = ["projects", "locations", "keyRings", "cr
 fn validate_crypto_key_name(key: &str) -> Result<(), BackendError> {
     let parts: Vec<&str> = key.split('/').collect();
     let well_formed = parts.len() == 2 * CRYPTO_KEY_SEGMENTS.len()
-        && parts.chunks(2).zip(CRYPTO_KEY_SEGMENTS).all(|(pair, literal)| {
-            pair[0] == literal && !pair[1].is_empty() && !pair[1].contains(char::is_whitespace)
-        });
+        && parts
+            .chunks(2)
+            .zip(CRYPTO_KEY_SEGMENTS)
+            .all(|(pair, literal)| {
+                pair[0] == literal && !pair[1].is_empty() && !pair[1].contains(char::is_whitespace)
+            });
     if well_formed {
         return Ok(());
     }
@@ -159,11 +162,15 @@ fn validate_endpoint(endpoint: &str) -> Result<(), BackendError> {
         .strip_prefix("https://")
         .or_else(|| endpoint.strip_prefix("http://"))
         .ok_or_else(|| {
-            BackendError::config(format!("endpoint: {endpoint:?} must start with https:// or http://"))
+            BackendError::config(format!(
+                "endpoint: {endpoint:?} must start with https:// or http://"
+            ))
         })?;
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
-        return Err(BackendError::config(format!("endpoint: {endpoint:?} has no host")));
+        return Err(BackendError::config(format!(
+            "endpoint: {endpoint:?} has no host"
+        )));
     }
     Ok(())
 }
@@ -195,8 +202,16 @@ mod tests {
             "key = {KEY:?}\nauth = {{ method = \"service_account\", credentials_file = \"/etc/sa.json\" }}"
         ))
         .unwrap();
-        assert_eq!(c.auth, GcpAuth::ServiceAccount { credentials_file: "/etc/sa.json".into() });
-        let c = parse(&format!("key = {KEY:?}\nauth = {{ method = \"anonymous\" }}")).unwrap();
+        assert_eq!(
+            c.auth,
+            GcpAuth::ServiceAccount {
+                credentials_file: "/etc/sa.json".into()
+            }
+        );
+        let c = parse(&format!(
+            "key = {KEY:?}\nauth = {{ method = \"anonymous\" }}"
+        ))
+        .unwrap();
         assert_eq!(c.auth, GcpAuth::Anonymous);
         let c = parse(&format!("key = {KEY:?}\nauth = {{ method = \"adc\" }}")).unwrap();
         assert_eq!(c.auth, GcpAuth::Adc);
@@ -216,8 +231,10 @@ mod tests {
 
     #[test]
     fn service_account_needs_a_credentials_file() {
-        let err =
-            parse(&format!("key = {KEY:?}\nauth = {{ method = \"service_account\" }}")).unwrap_err();
+        let err = parse(&format!(
+            "key = {KEY:?}\nauth = {{ method = \"service_account\" }}"
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("credentials_file"), "{err}");
     }
 
@@ -232,7 +249,12 @@ mod tests {
             "projects/p/locations/l/keyrings/r/cryptoKeys/k",
             "projects/p/locations/l/keyRings/r/cryptoKeys/k/",
         ] {
-            let c = GcpConfig { key: bad.into(), endpoint: None, auth: GcpAuth::Adc, timeout_ms: 1 };
+            let c = GcpConfig {
+                key: bad.into(),
+                endpoint: None,
+                auth: GcpAuth::Adc,
+                timeout_ms: 1,
+            };
             let err = c.validate().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
             assert!(err.message().starts_with("key:"), "{err}");
@@ -247,7 +269,12 @@ mod tests {
             auth: GcpAuth::Adc,
             timeout_ms: 1,
         };
-        assert!(c.validate().unwrap_err().message().contains("not a version"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .message()
+                .contains("not a version")
+        );
     }
 
     #[test]
@@ -264,7 +291,12 @@ mod tests {
         c.endpoint = Some("http://127.0.0.1:8281".into());
         c.validate().unwrap();
         c.timeout_ms = 0;
-        assert!(c.validate().unwrap_err().message().starts_with("timeout_ms:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .message()
+                .starts_with("timeout_ms:")
+        );
     }
 
     #[test]
@@ -274,6 +306,9 @@ mod tests {
         ))
         .unwrap();
         let shown = format!("{c:?}");
-        assert!(shown.contains("/etc/sa.json") && shown.contains(KEY), "{shown}");
+        assert!(
+            shown.contains("/etc/sa.json") && shown.contains(KEY),
+            "{shown}"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub(crate) fn classify(op: Operation, err: &GaxError) -> BackendError {
     if let Some(status) = err.status() {
         let kind = kind_of_code(op, status.code);
         let message = truncate(&status.message);
-        return BackendError::new(kind, format!("cloud kms {what}: {} {message}", status.code.name()));
+        return BackendError::new(
+            kind,
+            format!("cloud kms {what}: {} {message}", status.code.name()),
+        );
     }
     if err.is_timeout() {
         return BackendError::timeout(format!("cloud kms {what}: no answer in time"));
@@ -46,8 +49,18 @@ pub(crate) fn classify(op: Operation, err: &GaxError) -> BackendError {
         // Transient: the token endpoint or metadata server did not answer; permanent: the
         // credentials themselves are unusable.
         let transient = credentials_error_is_transient(err);
-        let kind = if transient { ErrorKind::Unavailable } else { ErrorKind::Unauthorized };
-        return BackendError::new(kind, format!("cloud kms {what}: cannot get an access token: {}", chain(err)));
+        let kind = if transient {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Unauthorized
+        };
+        return BackendError::new(
+            kind,
+            format!(
+                "cloud kms {what}: cannot get an access token: {}",
+                chain(err)
+            ),
+        );
     }
     if err.is_connect() || err.is_io() || err.is_transport() || err.is_exhausted() {
         if let Some(code) = err.http_status_code() {
@@ -65,7 +78,9 @@ pub(crate) fn classify(op: Operation, err: &GaxError) -> BackendError {
         );
     }
     if err.is_deserialization() {
-        return BackendError::internal(format!("cloud kms {what}: response is not a valid {what} response"));
+        return BackendError::internal(format!(
+            "cloud kms {what}: response is not a valid {what} response"
+        ));
     }
     if err.is_binding() {
         return BackendError::config(format!("key: not a name cloud kms {what} accepts"));
@@ -140,7 +155,11 @@ mod tests {
     use super::*;
 
     fn service(code: Code) -> GaxError {
-        GaxError::service(Status::default().set_code(code).set_message("details from the server"))
+        GaxError::service(
+            Status::default()
+                .set_code(code)
+                .set_message("details from the server"),
+        )
     }
 
     fn kind(op: Operation, err: &GaxError) -> ErrorKind {
@@ -149,15 +168,32 @@ mod tests {
 
     #[test]
     fn transient_codes_are_retryable() {
-        for code in [Code::Unavailable, Code::ResourceExhausted, Code::DeadlineExceeded] {
-            for op in [Operation::Encrypt, Operation::Decrypt, Operation::GetCryptoKey] {
+        for code in [
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::DeadlineExceeded,
+        ] {
+            for op in [
+                Operation::Encrypt,
+                Operation::Decrypt,
+                Operation::GetCryptoKey,
+            ] {
                 let e = classify(op, &service(code));
                 assert!(e.is_retryable(), "{code:?} {op:?}: {e}");
             }
         }
-        assert_eq!(kind(Operation::Encrypt, &service(Code::Unavailable)), ErrorKind::Unavailable);
-        assert_eq!(kind(Operation::Encrypt, &service(Code::ResourceExhausted)), ErrorKind::Unavailable);
-        assert_eq!(kind(Operation::Decrypt, &service(Code::DeadlineExceeded)), ErrorKind::Timeout);
+        assert_eq!(
+            kind(Operation::Encrypt, &service(Code::Unavailable)),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Operation::Encrypt, &service(Code::ResourceExhausted)),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(Operation::Decrypt, &service(Code::DeadlineExceeded)),
+            ErrorKind::Timeout
+        );
     }
 
     #[test]
@@ -172,7 +208,11 @@ mod tests {
     #[test]
     fn failed_precondition_and_not_found_are_key_unavailable() {
         for code in [Code::FailedPrecondition, Code::NotFound] {
-            for op in [Operation::Encrypt, Operation::Decrypt, Operation::GetCryptoKey] {
+            for op in [
+                Operation::Encrypt,
+                Operation::Decrypt,
+                Operation::GetCryptoKey,
+            ] {
                 let e = classify(op, &service(code));
                 assert_eq!(e.kind(), ErrorKind::KeyUnavailable, "{code:?} {op:?}");
                 assert!(!e.is_retryable());
@@ -182,8 +222,14 @@ mod tests {
 
     #[test]
     fn invalid_argument_is_wrong_key_on_decrypt_only() {
-        assert_eq!(kind(Operation::Decrypt, &service(Code::InvalidArgument)), ErrorKind::WrongKey);
-        assert_eq!(kind(Operation::Encrypt, &service(Code::InvalidArgument)), ErrorKind::InvalidInput);
+        assert_eq!(
+            kind(Operation::Decrypt, &service(Code::InvalidArgument)),
+            ErrorKind::WrongKey
+        );
+        assert_eq!(
+            kind(Operation::Encrypt, &service(Code::InvalidArgument)),
+            ErrorKind::InvalidInput
+        );
         assert_eq!(
             kind(Operation::GetCryptoKey, &service(Code::InvalidArgument)),
             ErrorKind::InvalidInput
@@ -192,7 +238,12 @@ mod tests {
 
     #[test]
     fn other_codes_are_internal_and_not_retried() {
-        for code in [Code::Internal, Code::Unknown, Code::Unimplemented, Code::DataLoss] {
+        for code in [
+            Code::Internal,
+            Code::Unknown,
+            Code::Unimplemented,
+            Code::DataLoss,
+        ] {
             let e = classify(Operation::Encrypt, &service(code));
             assert_eq!(e.kind(), ErrorKind::Internal, "{code:?}");
             assert!(!e.is_retryable());
@@ -228,15 +279,31 @@ mod tests {
 
     #[test]
     fn bare_http_errors_are_sorted_by_status() {
-        let http = |code| GaxError::http(code, Default::default(), bytes::Bytes::from_static(b"<html>"));
+        let http = |code| {
+            GaxError::http(
+                code,
+                Default::default(),
+                bytes::Bytes::from_static(b"<html>"),
+            )
+        };
         assert_eq!(kind(Operation::Encrypt, &http(503)), ErrorKind::Unavailable);
         assert_eq!(kind(Operation::Encrypt, &http(429)), ErrorKind::Unavailable);
-        assert_eq!(kind(Operation::Encrypt, &http(403)), ErrorKind::Unauthorized);
-        assert_eq!(kind(Operation::Encrypt, &http(404)), ErrorKind::KeyUnavailable);
+        assert_eq!(
+            kind(Operation::Encrypt, &http(403)),
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(
+            kind(Operation::Encrypt, &http(404)),
+            ErrorKind::KeyUnavailable
+        );
         assert_eq!(kind(Operation::Decrypt, &http(400)), ErrorKind::WrongKey);
         assert_eq!(kind(Operation::Encrypt, &http(500)), ErrorKind::Internal);
         // The body is never copied into the message.
-        assert!(!classify(Operation::Decrypt, &http(400)).message().contains("html"));
+        assert!(
+            !classify(Operation::Decrypt, &http(400))
+                .message()
+                .contains("html")
+        );
     }
 
     #[test]
@@ -251,7 +318,10 @@ mod tests {
 
     #[test]
     fn undecodable_responses_are_internal_without_payload() {
-        let e = classify(Operation::Decrypt, &GaxError::deser("plaintext-ish payload at line 1"));
+        let e = classify(
+            Operation::Decrypt,
+            &GaxError::deser("plaintext-ish payload at line 1"),
+        );
         assert_eq!(e.kind(), ErrorKind::Internal);
         assert!(!e.message().contains("payload"), "{e}");
     }

@@ -15,10 +15,16 @@ pub(crate) fn crc32c(data: &[u8]) -> i64 {
 }
 
 /// Checks a CRC32C returned by KMS against the bytes it returned with it.
-pub(crate) fn check_returned_crc(field: &str, data: &[u8], returned: Option<i64>) -> Result<(), BackendError> {
+pub(crate) fn check_returned_crc(
+    field: &str,
+    data: &[u8],
+    returned: Option<i64>,
+) -> Result<(), BackendError> {
     match returned {
         Some(crc) if crc == crc32c(data) => Ok(()),
-        Some(_) => Err(corrupted(format!("{field} does not match the returned bytes"))),
+        Some(_) => Err(corrupted(format!(
+            "{field} does not match the returned bytes"
+        ))),
         None => Err(corrupted(format!("{field} is missing from the response"))),
     }
 }
@@ -29,13 +35,17 @@ pub(crate) fn check_verified(field: &str, verified: bool) -> Result<(), BackendE
     if verified {
         Ok(())
     } else {
-        Err(corrupted(format!("{field} is false: the request checksum was not verified by KMS")))
+        Err(corrupted(format!(
+            "{field} is false: the request checksum was not verified by KMS"
+        )))
     }
 }
 
 fn corrupted(detail: String) -> BackendError {
-    BackendError::integrity(format!("cloud kms response failed its integrity check: {detail}"))
-        .with_retryable(true)
+    BackendError::integrity(format!(
+        "cloud kms response failed its integrity check: {detail}"
+    ))
+    .with_retryable(true)
 }
 
 /// Owns a secret for a `Bytes` handed to the client: when the client drops its last
@@ -101,6 +111,9 @@ mod tests {
         let b = secret_bytes(&s);
         assert_eq!(&b[..], b"seed-material");
         assert_eq!(take_secret(b), s);
-        assert_eq!(take_secret(Bytes::from(b"plain".to_vec())).expose(), b"plain");
+        assert_eq!(
+            take_secret(Bytes::from(b"plain".to_vec())).expose(),
+            b"plain"
+        );
     }
 }

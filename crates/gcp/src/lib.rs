@@ -98,7 +98,10 @@ impl GcpBackend {
     async fn crypto_key(&self) -> Result<CryptoKey, BackendError> {
         self.call(
             Operation::GetCryptoKey,
-            self.client.get_crypto_key().set_name(self.key.clone()).send(),
+            self.client
+                .get_crypto_key()
+                .set_name(self.key.clone())
+                .send(),
         )
         .await
     }
@@ -113,9 +116,13 @@ fn primary_version(key: &CryptoKey, require_usable: bool) -> Result<KeyVersion, 
             key.purpose.name().unwrap_or("unknown")
         )));
     }
-    let primary = key.primary.as_ref().filter(|p| !p.name.is_empty()).ok_or_else(|| {
-        BackendError::key_unavailable(format!("{}: the key has no primary version", key.name))
-    })?;
+    let primary = key
+        .primary
+        .as_ref()
+        .filter(|p| !p.name.is_empty())
+        .ok_or_else(|| {
+            BackendError::key_unavailable(format!("{}: the key has no primary version", key.name))
+        })?;
     if require_usable && primary.state != CryptoKeyVersionState::Enabled {
         return Err(BackendError::key_unavailable(format!(
             "{}: primary version is {}, not ENABLED",
@@ -153,12 +160,19 @@ impl KeyEncryptionBackend for GcpBackend {
             .set_additional_authenticated_data(aad.to_vec())
             .set_additional_authenticated_data_crc32c(crc32c(aad));
         let response = self.call(Operation::Encrypt, request.send()).await?;
-        check_verified("verified_plaintext_crc32c", response.verified_plaintext_crc32c)?;
+        check_verified(
+            "verified_plaintext_crc32c",
+            response.verified_plaintext_crc32c,
+        )?;
         check_verified(
             "verified_additional_authenticated_data_crc32c",
             response.verified_additional_authenticated_data_crc32c,
         )?;
-        check_returned_crc("ciphertext_crc32c", &response.ciphertext, response.ciphertext_crc32c)?;
+        check_returned_crc(
+            "ciphertext_crc32c",
+            &response.ciphertext,
+            response.ciphertext_crc32c,
+        )?;
         // The reference says to check `name` to verify the intended key was used.
         let used = response.name.strip_prefix(&self.version_prefix);
         if used.is_none_or(str::is_empty) {
@@ -167,7 +181,10 @@ impl KeyEncryptionBackend for GcpBackend {
                 response.name, self.key
             )));
         }
-        Ok(WrappedKey::new(KeyVersion::new(response.name), response.ciphertext.to_vec()))
+        Ok(WrappedKey::new(
+            KeyVersion::new(response.name),
+            response.ciphertext.to_vec(),
+        ))
     }
 
     async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError> {
@@ -185,7 +202,11 @@ impl KeyEncryptionBackend for GcpBackend {
             .set_additional_authenticated_data_crc32c(crc32c(aad));
         let response = self.call(Operation::Decrypt, request.send()).await?;
         let plaintext = take_secret(response.plaintext);
-        check_returned_crc("plaintext_crc32c", plaintext.expose(), response.plaintext_crc32c)?;
+        check_returned_crc(
+            "plaintext_crc32c",
+            plaintext.expose(),
+            response.plaintext_crc32c,
+        )?;
         Ok(plaintext)
     }
 
@@ -204,7 +225,9 @@ impl KeyEncryptionBackend for GcpBackend {
         format!(
             "gcp cloud kms key={} endpoint={} auth={} timeout={}ms",
             self.key,
-            self.endpoint.as_deref().unwrap_or("https://cloudkms.googleapis.com (default)"),
+            self.endpoint
+                .as_deref()
+                .unwrap_or("https://cloudkms.googleapis.com (default)"),
             self.auth_method,
             self.timeout.as_millis()
         )

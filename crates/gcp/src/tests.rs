@@ -13,7 +13,9 @@ fn key_with(purpose: CryptoKeyPurpose, primary: Option<(u32, CryptoKeyVersionSta
     let key = CryptoKey::new().set_name(KEY).set_purpose(purpose);
     match primary {
         Some((n, state)) => key.set_primary(
-            CryptoKeyVersion::new().set_name(format!("{KEY}/cryptoKeyVersions/{n}")).set_state(state),
+            CryptoKeyVersion::new()
+                .set_name(format!("{KEY}/cryptoKeyVersions/{n}"))
+                .set_state(state),
         ),
         None => key,
     }
@@ -30,7 +32,10 @@ fn anonymous(endpoint: &str, timeout_ms: u64) -> GcpConfig {
 
 #[test]
 fn primary_version_is_the_key_version() {
-    let key = key_with(CryptoKeyPurpose::EncryptDecrypt, Some((3, CryptoKeyVersionState::Enabled)));
+    let key = key_with(
+        CryptoKeyPurpose::EncryptDecrypt,
+        Some((3, CryptoKeyVersionState::Enabled)),
+    );
     let v = primary_version(&key, true).unwrap();
     assert_eq!(v.as_str(), format!("{KEY}/cryptoKeyVersions/3"));
 }
@@ -62,7 +67,10 @@ fn probe_rejects_a_key_with_the_wrong_purpose() {
 #[test]
 fn a_key_without_primary_is_unavailable() {
     let key = key_with(CryptoKeyPurpose::EncryptDecrypt, None);
-    assert_eq!(primary_version(&key, false).unwrap_err().kind(), ErrorKind::KeyUnavailable);
+    assert_eq!(
+        primary_version(&key, false).unwrap_err().kind(),
+        ErrorKind::KeyUnavailable
+    );
 }
 
 #[tokio::test]
@@ -74,7 +82,9 @@ async fn connect_rejects_bad_config_naming_the_field() {
     assert!(err.message().starts_with("key:"), "{err}");
 
     let config = GcpConfig {
-        auth: GcpAuth::ServiceAccount { credentials_file: "/nonexistent/sa.json".into() },
+        auth: GcpAuth::ServiceAccount {
+            credentials_file: "/nonexistent/sa.json".into(),
+        },
         ..anonymous("http://127.0.0.1:9", 100)
     };
     let err = GcpBackend::connect(&config).await.unwrap_err();
@@ -84,8 +94,15 @@ async fn connect_rejects_bad_config_naming_the_field() {
 
 #[tokio::test]
 async fn connect_does_not_need_the_key_store() {
-    // Nothing listens on the discard port: connect succeeds, the probe reports it.
-    let b = GcpBackend::connect(&anonymous("http://127.0.0.1:9", 2000)).await.unwrap();
+    // A port that was just free: connect succeeds, the probe reports the refusal.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = GcpBackend::connect(&anonymous(&format!("http://127.0.0.1:{port}"), 2000))
+        .await
+        .unwrap();
     let started = Instant::now();
     let err = b.probe().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -98,9 +115,14 @@ async fn a_silent_server_times_out_within_the_configured_timeout() {
     // Accepts connections, never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let b = GcpBackend::connect(&anonymous(&format!("http://{addr}"), 300)).await.unwrap();
+    let b = GcpBackend::connect(&anonymous(&format!("http://{addr}"), 300))
+        .await
+        .unwrap();
     let started = Instant::now();
-    let err = b.wrap(&SecretBytes::copy_from(&[1; 32]), b"aad").await.unwrap_err();
+    let err = b
+        .wrap(&SecretBytes::copy_from(&[1; 32]), b"aad")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.is_retryable());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -109,11 +131,19 @@ async fn a_silent_server_times_out_within_the_configured_timeout() {
 
 #[tokio::test]
 async fn oversized_plaintext_is_rejected_before_any_call() {
-    let b = GcpBackend::connect(&anonymous("http://127.0.0.1:9", 100)).await.unwrap();
+    let b = GcpBackend::connect(&anonymous("http://127.0.0.1:9", 100))
+        .await
+        .unwrap();
     let big = SecretBytes::new(vec![0; MAX_PLAINTEXT + 1]);
-    assert_eq!(b.wrap(&big, b"a").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        b.wrap(&big, b"a").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     let empty = WrappedKey::new(KeyVersion::new("v"), vec![]);
-    assert_eq!(b.unwrap(&empty, b"a").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        b.unwrap(&empty, b"a").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 }
 
 #[tokio::test]

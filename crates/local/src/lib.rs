@@ -74,12 +74,13 @@ impl LocalBackend {
             generate_key_file(&config.key_files[0])?;
         }
         let mut keys = Vec::with_capacity(config.key_files.len());
-        for path in &config.key_files {
-            let key = read_key_file(path)?;
+        for (i, path) in config.key_files.iter().enumerate() {
+            let key = read_key_file(path)
+                .map_err(|e| BackendError::config(format!("key_files[{i}]: {}", e.message())))?;
             let version = key_version_of(key.expose());
             if keys.iter().any(|k: &LocalKey| k.version == version) {
                 return Err(BackendError::config(format!(
-                    "key_files: {} holds the same key as an earlier file",
+                    "key_files[{i}]: {} holds the same key as an earlier file",
                     path.display()
                 )));
             }

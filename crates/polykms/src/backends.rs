@@ -15,6 +15,14 @@ use crate::config::{BackendEntry, resolve};
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendSettings {
     Local(polykms_local::LocalConfig),
+    #[cfg(feature = "aws")]
+    Aws(polykms_aws::AwsConfig),
+    #[cfg(feature = "vault")]
+    Vault(polykms_vault::VaultConfig),
+    #[cfg(feature = "gcp")]
+    Gcp(polykms_gcp::GcpConfig),
+    #[cfg(feature = "azure")]
+    Azure(polykms_azure::AzureConfig),
 }
 
 impl BackendSettings {
@@ -22,19 +30,36 @@ impl BackendSettings {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendSettings::Local(_) => "local",
+            #[cfg(feature = "aws")]
+            BackendSettings::Aws(_) => "aws",
+            #[cfg(feature = "vault")]
+            BackendSettings::Vault(_) => "vault",
+            #[cfg(feature = "gcp")]
+            BackendSettings::Gcp(_) => "gcp",
+            #[cfg(feature = "azure")]
+            BackendSettings::Azure(_) => "azure",
         }
     }
 
-    /// Makes relative file paths relative to the config file's directory.
+    /// Makes relative key file paths relative to the config file's directory (other backends'
+    /// file settings are taken as written: use absolute paths there).
     pub fn resolve_paths(&mut self, base: &Path) {
-        match self {
-            BackendSettings::Local(c) => c.key_files.iter_mut().for_each(|p| resolve(base, p)),
+        if let BackendSettings::Local(c) = self {
+            c.key_files.iter_mut().for_each(|p| resolve(base, p));
         }
     }
 
     async fn connect(&self) -> Result<Arc<dyn KeyEncryptionBackend>, BackendError> {
         Ok(match self {
             BackendSettings::Local(c) => Arc::new(polykms_local::LocalBackend::from_config(c)?),
+            #[cfg(feature = "aws")]
+            BackendSettings::Aws(c) => Arc::new(polykms_aws::AwsBackend::connect(c).await?),
+            #[cfg(feature = "vault")]
+            BackendSettings::Vault(c) => Arc::new(polykms_vault::VaultBackend::connect(c).await?),
+            #[cfg(feature = "gcp")]
+            BackendSettings::Gcp(c) => Arc::new(polykms_gcp::GcpBackend::connect(c).await?),
+            #[cfg(feature = "azure")]
+            BackendSettings::Azure(c) => Arc::new(polykms_azure::AzureBackend::connect(c).await?),
         })
     }
 }
@@ -64,11 +89,20 @@ pub async fn build(entries: &[BackendEntry]) -> Result<Vec<NamedBackend>, Backen
 
 /// A backend that could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
-#[error("backends[{index}] ({name}, type {kind}): {source}")]
+#[error("backends[{index}] ({name}, type {kind}): {}", describe(source))]
 pub struct BackendBuildError {
     pub index: usize,
     pub name: String,
     pub kind: &'static str,
     #[source]
     pub source: BackendError,
+}
+
+/// Config errors already say what is wrong; other kinds keep their kind as a prefix.
+fn describe(e: &BackendError) -> String {
+    if e.kind() == polykms_backend::ErrorKind::Config {
+        e.message().to_string()
+    } else {
+        e.to_string()
+    }
 }

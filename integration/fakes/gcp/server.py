@@ -24,7 +24,9 @@ Test control API, under /__control/ (never a real API path), JSON bodies:
   POST /__control/rotate     {"key"}            -> new version, made primary
   POST /__control/destroy-now {"version"}       -> DESTROYED at once (skips the schedule)
   POST /__control/fail-next  {"code", "count"=1, "method"="any", "message"?}
-        method: encrypt|decrypt|get|any; code: a canonical code name (UNAVAILABLE, ...)
+        method: encrypt|decrypt|get|admin|any; code: a canonical code name (UNAVAILABLE, ...)
+        Every fault takes an optional "key" (a CryptoKey name): it then hits only calls on
+        that key or its versions, so tests running in parallel do not steal each other's.
   POST /__control/corrupt-next {"field", "count"=1, "method"="any"}
         field: a response field to falsify: ciphertextCrc32c, plaintextCrc32c,
         verifiedPlaintextCrc32c, verifiedAdditionalAuthenticatedDataCrc32c, name, ciphertext
@@ -72,10 +74,12 @@ class Faults:
         self.pending = []  # dicts: kind, method, count, ...
         self.requests = []
 
-    def take(self, kind, method):
+    def take(self, kind, method, path):
         with self.lock:
             for f in self.pending:
-                if f["kind"] == kind and f["method"] in ("any", method):
+                key = f.get("key")
+                on_key = key is None or path == key or path.startswith((key + ":", key + "/"))
+                if f["kind"] == kind and f["method"] in ("any", method) and on_key:
                     f["count"] -= 1
                     if f["count"] <= 0:
                         self.pending.remove(f)
@@ -186,6 +190,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, encode_enums(result, as_int))
         except ApiError as e:
             self.error(e.status, e.message)
+        except (KeyError, TypeError, ValueError) as e:
+            # Malformed control or admin bodies: answer instead of dropping the connection.
+            self.error("INVALID_ARGUMENT", f"bad request: {e!r}")
 
 
 class FakeKms(ThreadingHTTPServer):
@@ -225,15 +232,15 @@ class FakeKms(ThreadingHTTPServer):
     def call(self, method, path, handler, name, query, body):
         self.faults.record({"method": method, "path": path, "time": time.time(),
                             "fields": sorted(k for k in body if "rc32c" in k or k == "additionalAuthenticatedData")})
-        delay = self.faults.take("delay", method)
+        delay = self.faults.take("delay", method, path)
         if delay:
             time.sleep(delay["ms"] / 1000)
-        fail = self.faults.take("fail", method)
+        fail = self.faults.take("fail", method, path)
         if fail:
             raise ApiError(fail["code"], fail.get("message") or f"injected {fail['code']}")
         with self.store.lock:
             result = handler(name, query, body)
-        corrupt = self.faults.take("corrupt", method)
+        corrupt = self.faults.take("corrupt", method, path)
         if corrupt:
             result = falsify(result, corrupt["field"])
         return result
@@ -318,7 +325,7 @@ class FakeKms(ThreadingHTTPServer):
             return {"ok": True}
         else:
             raise ApiError("NOT_FOUND", f"no control action {action}")
-        fault.update(method=method, count=count)
+        fault.update(method=method, count=count, key=body.get("key"))
         with self.faults.lock:
             self.faults.pending.append(fault)
         return {"ok": True}

@@ -31,7 +31,9 @@ fn minimal_local_config_loads_with_defaults_and_resolves_relative_paths() {
     assert_eq!(c.server.status_version, StatusVersionName::V2);
     assert_eq!(c.http.listen, "127.0.0.1:8095");
     assert_eq!(c.health.probe_interval, Duration::from_secs(30));
-    let crate::backends::BackendSettings::Local(l) = &c.backends[0].settings;
+    let crate::backends::BackendSettings::Local(l) = &c.backends[0].settings else {
+        panic!("local backend expected")
+    };
     assert_eq!(l.key_files[0], dir.path().join("keys/current.key"));
     assert_eq!(l.key_files[1], PathBuf::from("/abs/older.key"));
 }
@@ -122,6 +124,7 @@ fn duplicate_backend_names_are_rejected() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "c.toml", MINIMAL);
