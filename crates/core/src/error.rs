@@ -49,6 +49,8 @@ impl CoreError {
             CoreError::Deadline(_) => Code::DeadlineExceeded,
             CoreError::Config(_) => Code::Internal,
             CoreError::Backend { source, .. } => match source.kind() {
+                // A corrupted answer that a retry may not repeat is the key store's problem.
+                ErrorKind::Integrity if source.is_retryable() => Code::Unavailable,
                 ErrorKind::InvalidInput | ErrorKind::WrongKey | ErrorKind::Integrity => {
                     Code::InvalidArgument
                 }
@@ -97,6 +99,10 @@ mod tests {
             (BackendError::invalid_input("x"), Code::InvalidArgument),
             (BackendError::wrong_key("x"), Code::InvalidArgument),
             (BackendError::integrity("x"), Code::InvalidArgument),
+            (
+                BackendError::integrity("crc").with_retryable(true),
+                Code::Unavailable,
+            ),
             (BackendError::key_unavailable("x"), Code::FailedPrecondition),
             (BackendError::unauthorized("x"), Code::PermissionDenied),
             (BackendError::timeout("x"), Code::Unavailable),

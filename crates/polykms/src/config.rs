@@ -234,7 +234,7 @@ impl Config {
             }
         };
         let config: Config = figment
-            .merge(Env::prefixed("POLYKMS_").split("__"))
+            .merge(overrides())
             .extract()
             .map_err(|e| ConfigError(describe_figment_error(path, e)))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -317,6 +317,19 @@ impl Config {
     }
 }
 
+/// Sections that `POLYKMS_<SECTION>__<KEY>` may override. Other `POLYKMS_*` variables (the
+/// CLI's `POLYKMS_CONFIG`, test harness settings) are not configuration.
+const ENV_SECTIONS: [&str; 7] = ["server", "http", "log", "health", "decrypt", "security", "encrypt"];
+
+fn overrides() -> Env {
+    Env::prefixed("POLYKMS_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ENV_SECTIONS.iter().any(|s| key.strip_prefix(s).is_some_and(|rest| rest.starts_with("__")))
+        })
+        .split("__")
+}
+
 /// figment errors name the key path (`backends.0.key_files`); say which file too, and drop
 /// figment's "default." profile prefix that means nothing to users.
 fn describe_figment_error(path: &Path, error: figment::Error) -> String {
@@ -342,3 +355,5 @@ pub fn resolve(base: &Path, p: &mut PathBuf) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz_tests;

@@ -131,6 +131,9 @@ fn environment_overrides_the_file() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("POLYKMS_SERVER__SOCKET", "/tmp/from-env.sock");
         jail.set_env("POLYKMS_SERVER__PROVIDER_NAME", "cluster-a");
+        // Not configuration: must not be read as a top-level key.
+        jail.set_env("POLYKMS_AWS_ENDPOINT", "http://127.0.0.1:1");
+        jail.set_env("POLYKMS_CONFIG", "/etc/polykms/config.toml");
         let c = Config::load(&p).map_err(|e| e.0)?;
         assert_eq!(c.server.socket, "/tmp/from-env.sock");
         assert_eq!(c.server.provider_name, "cluster-a");
