@@ -84,7 +84,7 @@ def test_request_logs_are_json_with_uid_method_outcome_latency(workdir, plugins)
         assert entry["outcome"] == "ok"
         assert entry["latency_ms"] >= 0
         assert entry["level"] == "INFO"
-    assert any(entry.get("backend") == "local" for entry in mine)
+    assert all(entry.get("backend") == "local" for entry in mine), mine
 
 
 def test_readyz_reflects_socket_and_backend_health(workdir, plugins):

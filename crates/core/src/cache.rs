@@ -4,10 +4,8 @@
 //! the same seed within the TTL. Entries hold `SecretBytes`, zeroized when evicted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use polykms_backend::SecretBytes;
 
 /// Size and lifetime of the unwrap cache.
 #[derive(Debug, Clone, Copy)]
@@ -16,16 +14,16 @@ pub struct CacheSettings {
     pub ttl: Duration,
 }
 
-type Entries = HashMap<[u8; 32], (Arc<SecretBytes>, Instant)>;
+type Entries<T> = HashMap<[u8; 32], (T, Instant)>;
 
 /// Unwrapped seeds by request digest, bounded in count and age.
 #[derive(Debug)]
-pub struct UnwrapCache {
+pub struct UnwrapCache<T> {
     settings: CacheSettings,
-    entries: Mutex<Entries>,
+    entries: Mutex<Entries<T>>,
 }
 
-impl UnwrapCache {
+impl<T: Clone> UnwrapCache<T> {
     pub fn new(settings: CacheSettings) -> Self {
         UnwrapCache {
             settings,
@@ -33,7 +31,7 @@ impl UnwrapCache {
         }
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<SecretBytes>> {
+    pub fn get(&self, key: &[u8; 32]) -> Option<T> {
         let mut map = self.entries.lock().expect("cache lock is never poisoned");
         match map.get(key) {
             Some((value, at)) if at.elapsed() < self.settings.ttl => Some(value.clone()),
@@ -45,7 +43,7 @@ impl UnwrapCache {
         }
     }
 
-    pub fn insert(&self, key: [u8; 32], value: Arc<SecretBytes>) {
+    pub fn insert(&self, key: [u8; 32], value: T) {
         if self.settings.capacity == 0 {
             return;
         }
@@ -77,6 +75,10 @@ impl UnwrapCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use polykms_backend::SecretBytes;
+
     use super::*;
 
     fn secret(b: u8) -> Arc<SecretBytes> {

@@ -8,29 +8,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::error::CoreError;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use polykms_backend::SecretBytes;
 
-use crate::error::CoreError;
+type InFlight<T> = Shared<BoxFuture<'static, Result<T, CoreError>>>;
 
-/// The outcome every waiter of one unwrap receives.
-pub type Unwrapped = Result<Arc<SecretBytes>, CoreError>;
-
-type InFlight = Shared<BoxFuture<'static, Unwrapped>>;
-
-/// Identical in-flight unwraps, by a digest of the envelope and its annotations.
-#[derive(Debug, Default, Clone)]
-pub struct Coalescer {
-    inflight: Arc<Mutex<HashMap<[u8; 32], InFlight>>>,
+/// Identical in-flight unwraps, by a digest of the envelope and its annotations. `T` is what
+/// every waiter receives (cheap to clone: an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Coalescer<T: Clone> {
+    inflight: Arc<Mutex<HashMap<[u8; 32], InFlight<T>>>>,
 }
 
-impl Coalescer {
+impl<T: Clone> Default for Coalescer<T> {
+    fn default() -> Self {
+        Coalescer {
+            inflight: Arc::default(),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     /// Runs `unwrap` for `key` unless an identical one is in flight, in which case it waits for
     /// that one. Returns the result and whether it was shared.
-    pub async fn run<F>(&self, key: [u8; 32], unwrap: F) -> (Unwrapped, bool)
+    pub async fn run<F>(&self, key: [u8; 32], unwrap: F) -> (Result<T, CoreError>, bool)
     where
-        F: std::future::Future<Output = Unwrapped> + Send + 'static,
+        F: std::future::Future<Output = Result<T, CoreError>> + Send + 'static,
     {
         let (shared, joined) = {
             let mut map = self
@@ -80,11 +84,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use polykms_backend::SecretBytes;
+
     use super::*;
 
     #[tokio::test]
     async fn concurrent_identical_calls_share_one_unwrap() {
-        let c = Coalescer::default();
+        let c: Coalescer<Arc<SecretBytes>> = Coalescer::default();
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for i in 0..40 {
@@ -113,7 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached() {
-        let c = Coalescer::default();
+        let c: Coalescer<Arc<SecretBytes>> = Coalescer::default();
         let (r, _) = c
             .run([1; 32], async {
                 Err(CoreError::InvalidRequest("boom".into()))
@@ -131,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_caller_does_not_cancel_the_shared_unwrap() {
-        let c = Coalescer::default();
+        let c: Coalescer<Arc<SecretBytes>> = Coalescer::default();
         let first = {
             let c = c.clone();
             tokio::spawn(async move {

@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod cache;
+pub mod call;
 pub mod coalesce;
 pub mod envelope;
 pub mod error;

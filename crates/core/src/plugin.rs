@@ -96,6 +96,13 @@ pub struct StatusReport {
     pub key_id: String,
 }
 
+/// A Decrypt answer: the seed and the backend that unwrapped it (for logs).
+#[derive(Debug)]
+pub struct Unwrapped {
+    pub seed: SecretBytes,
+    pub backend: String,
+}
+
 /// An Encrypt answer.
 #[derive(Debug, Clone)]
 pub struct Encrypted {
@@ -112,8 +119,8 @@ pub struct Plugin {
     settings: PluginSettings,
     aad: Vec<u8>,
     keyring: ArcSwap<Keyring>,
-    coalescer: Coalescer,
-    cache: Option<UnwrapCache>,
+    coalescer: Coalescer<Arc<Unwrapped>>,
+    cache: Option<UnwrapCache<Arc<Unwrapped>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -244,7 +251,7 @@ impl Plugin {
         key_id: Option<&str>,
         annotations: &BTreeMap<String, Vec<u8>>,
         deadline: Instant,
-    ) -> Result<Arc<SecretBytes>, CoreError> {
+    ) -> Result<Arc<Unwrapped>, CoreError> {
         if ciphertext.is_empty() || ciphertext.len() > MAX_CIPHERTEXT {
             return Err(CoreError::InvalidRequest(format!(
                 "ciphertext is {} bytes; expected 1 to {MAX_CIPHERTEXT}",
@@ -296,7 +303,7 @@ impl Plugin {
         &self,
         envelope: EnvelopeV1,
         deadline: Instant,
-    ) -> Result<SecretBytes, CoreError> {
+    ) -> Result<Unwrapped, CoreError> {
         let ring = self.keyring.load_full();
         let mut candidates: Vec<(&Arc<BackendSlot>, WrappedKey)> = envelope
             .wraps
@@ -334,7 +341,12 @@ impl Plugin {
                         BackendError::integrity(format!("unwrapped {} bytes", seed.len())),
                     ));
                 }
-                Ok(seed) => return Ok(seed),
+                Ok(seed) => {
+                    return Ok(Unwrapped {
+                        seed,
+                        backend: slot.name.clone(),
+                    });
+                }
                 Err(e) => {
                     tracing::debug!(backend = %slot.name, error = %e, "unwrap failed; trying the next wrap");
                     first_error.get_or_insert(e);

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use polykms_backend::SecretBytes;
 use tonic::{Request, Response, Status};
 
+use crate::call::{Call, Done};
 use crate::error::CoreError;
 use crate::grpc_timeout;
 use crate::plugin::Plugin;
@@ -31,38 +31,6 @@ impl KmsV1Beta1 {
     pub fn new(plugin: Arc<Plugin>) -> Self {
         KmsV1Beta1 { plugin }
     }
-
-    fn finish<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: Result<T, CoreError>,
-    ) -> Result<Response<T>, Status> {
-        let elapsed = started.elapsed();
-        match result {
-            Ok(v) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, method, tonic::Code::Ok, elapsed);
-                tracing::info!(
-                    api = API,
-                    method,
-                    outcome = "ok",
-                    latency_ms = elapsed.as_secs_f64() * 1e3,
-                    "request"
-                );
-                Ok(Response::new(v))
-            }
-            Err(e) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, method, e.code(), elapsed);
-                tracing::warn!(api = API, method, outcome = e.outcome(), error = %e,
-                    latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
-                Err(e.into())
-            }
-        }
-    }
 }
 
 fn check_version(version: &str) -> Result<(), CoreError> {
@@ -81,23 +49,22 @@ impl KeyManagementService for KmsV1Beta1 {
         &self,
         request: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
-        let started = Instant::now();
+        let call = Call::start(&self.plugin, API, "Version", "");
         let result = check_version(&request.get_ref().version).map(|()| VersionResponse {
             version: VERSION.to_string(),
             runtime_name: "polykms".to_string(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
         });
-        self.finish("Version", started, result)
+        call.finish(result, |_| Done::default()).map(Response::new)
     }
 
     async fn encrypt(
         &self,
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
-        let started = Instant::now();
-        let _in_flight = self.plugin.metrics().request_started();
         let deadline = self.plugin.deadline(grpc_timeout::of(&request));
         let EncryptRequest { version, plain } = request.into_inner();
+        let call = Call::start(&self.plugin, API, "Encrypt", "");
         let plain = SecretBytes::new(plain);
         let result = async {
             check_version(&version)?;
@@ -107,31 +74,38 @@ impl KeyManagementService for KmsV1Beta1 {
                     "encrypt.with wraps do not fit in one v1beta1 ciphertext (v1beta1 has no annotations)".into(),
                 ));
             }
-            Ok(EncryptResponse { cipher: enc.ciphertext })
+            Ok(enc)
         }
         .await;
-        self.finish("Encrypt", started, result)
+        let enc = call.finish(result, |e| Done {
+            backend: e.backends.join(","),
+            key_id: e.key_id.clone(),
+        })?;
+        Ok(Response::new(EncryptResponse {
+            cipher: enc.ciphertext,
+        }))
     }
 
     async fn decrypt(
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
-        let started = Instant::now();
-        let _in_flight = self.plugin.metrics().request_started();
         let deadline = self.plugin.deadline(grpc_timeout::of(&request));
         let DecryptRequest { version, cipher } = request.into_inner();
+        let call = Call::start(&self.plugin, API, "Decrypt", "");
         let result = async {
             check_version(&version)?;
-            let seed = self
-                .plugin
+            self.plugin
                 .decrypt(&cipher, None, &BTreeMap::new(), deadline)
-                .await?;
-            Ok(DecryptResponse {
-                plain: seed.expose().to_vec(),
-            })
+                .await
         }
         .await;
-        self.finish("Decrypt", started, result)
+        let out = call.finish(result, |u| Done {
+            backend: u.backend.clone(),
+            key_id: String::new(),
+        })?;
+        Ok(Response::new(DecryptResponse {
+            plain: out.seed.expose().to_vec(),
+        }))
     }
 }

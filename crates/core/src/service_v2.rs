@@ -1,4 +1,4 @@
-//! The KMS v2 gRPC service: validation at the edge, logging with the apiserver's uid, metrics.
+//! The KMS v2 gRPC service: the apiserver's messages in, plugin calls, the contract's messages out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Instant;
 use polykms_backend::SecretBytes;
 use tonic::{Request, Response, Status};
 
+use crate::call::{Call, Done};
 use crate::grpc_timeout;
 use crate::plugin::Plugin;
 use crate::proto::v2::key_management_service_server::KeyManagementService;
@@ -34,6 +35,7 @@ impl KeyManagementService for KmsV2 {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        // Polled every few seconds by every apiserver: counted, logged at debug only.
         let started = Instant::now();
         let report = self.plugin.status();
         self.plugin
@@ -51,43 +53,28 @@ impl KeyManagementService for KmsV2 {
         &self,
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
-        let started = Instant::now();
-        let _in_flight = self.plugin.metrics().request_started();
         let deadline = self.plugin.deadline(grpc_timeout::of(&request));
         let EncryptRequest { plaintext, uid } = request.into_inner();
-        let plaintext = SecretBytes::new(plaintext);
-        let result = self.plugin.encrypt(plaintext, deadline).await;
-        let elapsed = started.elapsed();
-        match result {
-            Ok(enc) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, "Encrypt", tonic::Code::Ok, elapsed);
-                tracing::info!(uid = %uid, method = "Encrypt", backend = %enc.backends.join(","), key_id = %enc.key_id,
-                    outcome = "ok", latency_ms = elapsed.as_secs_f64() * 1e3, "request");
-                Ok(Response::new(EncryptResponse {
-                    ciphertext: enc.ciphertext,
-                    key_id: enc.key_id,
-                    annotations: enc.annotations.into_iter().collect(),
-                }))
-            }
-            Err(e) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, "Encrypt", e.code(), elapsed);
-                tracing::warn!(uid = %uid, method = "Encrypt", outcome = e.outcome(), error = %e,
-                    latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
-                Err(e.into())
-            }
-        }
+        let call = Call::start(&self.plugin, API, "Encrypt", uid);
+        let result = self
+            .plugin
+            .encrypt(SecretBytes::new(plaintext), deadline)
+            .await;
+        let enc = call.finish(result, |e| Done {
+            backend: e.backends.join(","),
+            key_id: e.key_id.clone(),
+        })?;
+        Ok(Response::new(EncryptResponse {
+            ciphertext: enc.ciphertext,
+            key_id: enc.key_id,
+            annotations: enc.annotations.into_iter().collect(),
+        }))
     }
 
     async fn decrypt(
         &self,
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
-        let started = Instant::now();
-        let _in_flight = self.plugin.metrics().request_started();
         let deadline = self.plugin.deadline(grpc_timeout::of(&request));
         let DecryptRequest {
             ciphertext,
@@ -95,40 +82,18 @@ impl KeyManagementService for KmsV2 {
             key_id,
             annotations,
         } = request.into_inner();
+        let call = Call::start(&self.plugin, API, "Decrypt", uid);
         let annotations: BTreeMap<String, Vec<u8>> = annotations.into_iter().collect();
         let result = self
             .plugin
             .decrypt(&ciphertext, Some(&key_id), &annotations, deadline)
             .await;
-        let elapsed = started.elapsed();
-        match result {
-            Ok(seed) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, "Decrypt", tonic::Code::Ok, elapsed);
-                tracing::info!(uid = %uid, method = "Decrypt", key_id = %key_id, outcome = "ok",
-                    latency_ms = elapsed.as_secs_f64() * 1e3, "request");
-                Ok(Response::new(DecryptResponse {
-                    plaintext: seed.expose().to_vec(),
-                }))
-            }
-            Err(e) => {
-                self.plugin
-                    .metrics()
-                    .request_done(API, "Decrypt", e.code(), elapsed);
-                tracing::warn!(uid = %uid, method = "Decrypt", key_id = %truncate(&key_id), outcome = e.outcome(),
-                    error = %e, latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
-                Err(e.into())
-            }
-        }
+        let out = call.finish(result, |u| Done {
+            backend: u.backend.clone(),
+            key_id: key_id.clone(),
+        })?;
+        Ok(Response::new(DecryptResponse {
+            plaintext: out.seed.expose().to_vec(),
+        }))
     }
-}
-
-/// A key_id from a request, cut to a loggable length (it is public, but may be junk).
-fn truncate(s: &str) -> &str {
-    let mut end = s.len().min(80);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -150,7 +150,7 @@ async fn encrypt_key_id_equals_status_key_id_and_round_trips() {
         )
         .await
         .unwrap();
-    assert_eq!(*out, seed(1));
+    assert_eq!(out.seed, seed(1));
 }
 
 #[tokio::test]
@@ -264,14 +264,15 @@ async fn migration_from_a_to_b_keeps_old_envelopes_decryptable() {
     let new = p.encrypt(seed(6), deadline()).await.unwrap();
     assert_eq!(new.key_id, kid_b);
     assert_eq!(
-        *p.decrypt(
+        p.decrypt(
             &old.ciphertext,
             Some(&old.key_id),
             &no_annotations(),
             deadline()
         )
         .await
-        .unwrap(),
+        .unwrap()
+        .seed,
         seed(5)
     );
     // Finally drop a: new envelopes still decrypt; old ones name a missing backend.
@@ -279,14 +280,15 @@ async fn migration_from_a_to_b_keeps_old_envelopes_decryptable() {
         .await
         .unwrap();
     assert_eq!(
-        *p.decrypt(
+        p.decrypt(
             &new.ciphertext,
             Some(&new.key_id),
             &no_annotations(),
             deadline()
         )
         .await
-        .unwrap(),
+        .unwrap()
+        .seed,
         seed(6)
     );
     let err = p
@@ -318,7 +320,7 @@ async fn multi_wrap_decrypts_through_either_backend() {
         )
         .await
         .unwrap();
-    assert_eq!(*out, seed(7));
+    assert_eq!(out.seed, seed(7));
 }
 
 #[tokio::test]
@@ -356,7 +358,7 @@ async fn concurrent_decrypts_of_four_envelopes_make_four_unwraps() {
         tasks.push(tokio::spawn(async move {
             p.decrypt(&e.ciphertext, Some(&e.key_id), &e.annotations, deadline())
                 .await
-                .map(|s| s.expose().to_vec())
+                .map(|u| u.seed.expose().to_vec())
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
@@ -426,14 +428,15 @@ async fn remote_rotation_changes_key_id_within_a_probe_interval() {
     let new = p.encrypt(seed(10), deadline()).await.unwrap();
     assert_eq!(new.key_id, p.status().key_id);
     assert_eq!(
-        *p.decrypt(
+        p.decrypt(
             &old.ciphertext,
             Some(&old.key_id),
             &no_annotations(),
             deadline()
         )
         .await
-        .unwrap(),
+        .unwrap()
+        .seed,
         seed(9)
     );
     assert!(

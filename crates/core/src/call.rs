@@ -1,0 +1,84 @@
+//! One KMS call being served: counted in flight while it runs, then recorded once — a
+//! metrics sample and a log line with the apiserver's uid, method, backend, outcome, latency.
+
+use std::time::Instant;
+
+use tonic::Status;
+
+use crate::error::CoreError;
+use crate::metrics::InFlight;
+use crate::plugin::Plugin;
+
+/// Times and records a call; created at the start of a handler.
+pub struct Call<'a> {
+    plugin: &'a Plugin,
+    api: &'static str,
+    method: &'static str,
+    uid: String,
+    started: Instant,
+    _in_flight: InFlight<'a>,
+}
+
+/// What the log line says about a successful call.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub backend: String,
+    pub key_id: String,
+}
+
+impl<'a> Call<'a> {
+    pub fn start(
+        plugin: &'a Plugin,
+        api: &'static str,
+        method: &'static str,
+        uid: impl Into<String>,
+    ) -> Self {
+        Call {
+            plugin,
+            api,
+            method,
+            uid: uid.into(),
+            started: Instant::now(),
+            _in_flight: plugin.metrics().request_started(),
+        }
+    }
+
+    /// Records the outcome and turns an error into its gRPC status.
+    pub fn finish<T>(
+        self,
+        result: Result<T, CoreError>,
+        done: impl FnOnce(&T) -> Done,
+    ) -> Result<T, Status> {
+        let elapsed = self.started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1e3;
+        let (api, method, uid) = (self.api, self.method, loggable(&self.uid));
+        match result {
+            Ok(value) => {
+                self.plugin
+                    .metrics()
+                    .request_done(api, method, tonic::Code::Ok, elapsed);
+                let d = done(&value);
+                tracing::info!(api, uid, method, backend = %d.backend, key_id = loggable(&d.key_id), outcome = "ok",
+                    latency_ms, "request");
+                Ok(value)
+            }
+            Err(e) => {
+                self.plugin
+                    .metrics()
+                    .request_done(api, method, e.code(), elapsed);
+                tracing::warn!(api, uid, method, outcome = e.outcome(), error = %e, latency_ms, "request failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A client-supplied string cut to a loggable length (uids and key_ids are public, but may be
+/// junk from a hostile client).
+pub fn loggable(s: &str) -> &str {
+    let mut end = s.len().min(128);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
