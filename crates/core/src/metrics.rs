@@ -282,6 +282,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a key_id change made by a configuration reload.
+    pub fn key_id_changed(&self) {
+        self.key_id_changes.inc();
+    }
+
     pub fn coalesced(&self) {
         self.coalesced.inc();
     }

@@ -438,6 +438,7 @@ impl Plugin {
         let old = self.keyring.swap(keyring.clone());
         if old.key_id() != keyring.key_id() {
             tracing::info!(old = %old.key_id(), new = %keyring.key_id(), "key_id changed by reload");
+            self.metrics.key_id_changed();
         }
         self.metrics.reload(true);
         Ok(())
