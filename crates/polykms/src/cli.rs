@@ -48,6 +48,35 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Prove encryption at rest: scan etcd (read-only, paged) and count values by storage
+    /// class, KMS v2 provider and key_id. Exits 0 when every value is KMS v2 (and meets
+    /// --expect-*), 1 on findings, 64 on bad flags, 69 when etcd cannot be read.
+    Audit {
+        /// etcd client URLs, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        etcd_endpoints: Vec<String>,
+        /// CA certificate (PEM) that signs etcd's server certificate.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// Client certificate (PEM) for etcd.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Client private key (PEM) for etcd.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Key prefix to scan.
+        #[arg(long, default_value = "/registry/secrets/")]
+        prefix: String,
+        /// Fail values under another KMS provider name (EncryptionConfiguration `name`).
+        #[arg(long)]
+        expect_provider: Option<String>,
+        /// Fail values under another key_id (the plugin's current Status key_id).
+        #[arg(long)]
+        expect_key_id: Option<String>,
+        /// Report format: table or json.
+        #[arg(long, default_value = "table")]
+        output: String,
+    },
     /// Print the version.
     Version,
 }
@@ -80,6 +109,27 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keygen { out } => polykms_local::generate_key_file(&out)
             .map(|()| println!("wrote a new 32-byte key to {} (mode 0600)", out.display()))
             .map_err(|e| Failure::Config(e.message().to_string())),
+        Command::Audit {
+            etcd_endpoints,
+            cacert,
+            cert,
+            key,
+            prefix,
+            expect_provider,
+            expect_key_id,
+            output,
+        } => crate::audit::run(crate::audit::Options {
+            endpoints: etcd_endpoints,
+            cacert,
+            cert,
+            key,
+            prefix,
+            expect: crate::audit::Expectations {
+                provider: expect_provider,
+                key_id: expect_key_id,
+            },
+            output,
+        }),
         Command::Version => {
             println!("polykms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

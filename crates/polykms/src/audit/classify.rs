@@ -1,0 +1,289 @@
+//! What a value stored in etcd is, judged by the prefixes kube-apiserver writes (see
+//! kms-protocol.md, "What lands in etcd"). Reads the KMS v2 `EncryptedObject` header fields
+//! only; the encrypted payload is never touched.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+/// The KMS v2 `EncryptedObject` as kube-apiserver stores it after `k8s:enc:kms:v2:<name>:`
+/// (k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto).
+#[derive(Clone, PartialEq, Message)]
+pub struct EncryptedObject {
+    /// AES-GCM of the object; never inspected here.
+    #[prost(bytes = "vec", tag = "1")]
+    pub encrypted_data: Vec<u8>,
+    /// The plugin's key_id when the DEK (or seed) was wrapped.
+    #[prost(string, tag = "2")]
+    pub key_id: String,
+    /// The plugin's ciphertext of the DEK or seed.
+    #[prost(bytes = "vec", tag = "3")]
+    pub encrypted_dek_source: Vec<u8>,
+    /// Annotations the plugin returned from Encrypt.
+    #[prost(map = "string, bytes", tag = "4")]
+    pub annotations: HashMap<String, Vec<u8>>,
+    /// 0 = AES-GCM key (apiserver < 1.29 default), 1 = HKDF-SHA256 seed.
+    #[prost(int32, tag = "5")]
+    pub encrypted_dek_source_type: i32,
+}
+
+/// The storage class of one etcd value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueClass {
+    /// Not encrypted: kube protobuf (`k8s\0`) or JSON.
+    Identity,
+    /// `k8s:enc:aescbc:v1:<key name>:`
+    AesCbc { key: String },
+    /// `k8s:enc:aesgcm:v1:<key name>:`
+    AesGcm { key: String },
+    /// `k8s:enc:secretbox:v1:<key name>:`
+    Secretbox { key: String },
+    /// `k8s:enc:kms:v1:<provider>:` (one DEK per object, plugin on every write).
+    KmsV1 { provider: String },
+    /// `k8s:enc:kms:v2:<provider>:` with a well-formed `EncryptedObject`.
+    KmsV2 {
+        provider: String,
+        key_id: String,
+        dek_source: DekSource,
+    },
+    /// `k8s:enc:kms:v2:<provider>:` whose `EncryptedObject` does not parse or validate.
+    KmsV2Malformed { provider: String, reason: String },
+    /// Anything else (an unknown `k8s:enc:` transformer, or bytes no apiserver writes).
+    Unknown,
+}
+
+/// What the KMS v2 plugin wrapped for this object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DekSource {
+    /// A 32-byte AES-GCM key (`AES_GCM_KEY`).
+    AesGcmKey,
+    /// A seed for per-object HKDF-SHA256 derived keys (`HKDF_SHA256_XNONCE_AES_GCM_SEED`).
+    HkdfSeed,
+}
+
+impl ValueClass {
+    /// Short stable label used for the counts (`identity`, `aescbc`, ..., `kms-v2`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ValueClass::Identity => "identity",
+            ValueClass::AesCbc { .. } => "aescbc",
+            ValueClass::AesGcm { .. } => "aesgcm",
+            ValueClass::Secretbox { .. } => "secretbox",
+            ValueClass::KmsV1 { .. } => "kms-v1",
+            ValueClass::KmsV2 { .. } => "kms-v2",
+            ValueClass::KmsV2Malformed { .. } => "kms-v2-malformed",
+            ValueClass::Unknown => "unknown",
+        }
+    }
+}
+
+const ENC_PREFIX: &[u8] = b"k8s:enc:";
+/// The upstream limits (kmsv2/envelope.go) that `ValidateEncryptedObject` enforces.
+const KEY_ID_MAX: usize = 1024;
+const DEK_SOURCE_MAX: usize = 1024;
+
+/// Classifies one stored value.
+pub fn classify(value: &[u8]) -> ValueClass {
+    let Some(rest) = value.strip_prefix(ENC_PREFIX) else {
+        return if value.starts_with(b"k8s\x00") || value.starts_with(b"{") {
+            ValueClass::Identity
+        } else {
+            ValueClass::Unknown
+        };
+    };
+    let Some((transformer, rest)) = split_field(rest) else {
+        return ValueClass::Unknown;
+    };
+    let Some((version, rest)) = split_field(rest) else {
+        return ValueClass::Unknown;
+    };
+    let Some((name, body)) = split_field(rest) else {
+        return ValueClass::Unknown;
+    };
+    let name = String::from_utf8_lossy(name).into_owned();
+    match (transformer, version) {
+        (b"aescbc", b"v1") => ValueClass::AesCbc { key: name },
+        (b"aesgcm", b"v1") => ValueClass::AesGcm { key: name },
+        (b"secretbox", b"v1") => ValueClass::Secretbox { key: name },
+        (b"kms", b"v1") => ValueClass::KmsV1 { provider: name },
+        (b"kms", b"v2") => match parse_encrypted_object(body) {
+            Ok((key_id, dek_source)) => ValueClass::KmsV2 {
+                provider: name,
+                key_id,
+                dek_source,
+            },
+            Err(reason) => ValueClass::KmsV2Malformed {
+                provider: name,
+                reason,
+            },
+        },
+        _ => ValueClass::Unknown,
+    }
+}
+
+/// Splits `a:rest` at the first `:`; `None` when there is none.
+fn split_field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|b| *b == b':')?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+/// Decodes and validates an `EncryptedObject` the way the apiserver does before it reads one
+/// (`ValidateEncryptedObject`), returning its key_id and DEK source type.
+pub fn parse_encrypted_object(body: &[u8]) -> Result<(String, DekSource), String> {
+    let object = EncryptedObject::decode(body).map_err(|e| format!("not a protobuf: {e}"))?;
+    let dek_source = match object.encrypted_dek_source_type {
+        0 => DekSource::AesGcmKey,
+        1 => DekSource::HkdfSeed,
+        other => return Err(format!("unknown encryptedDEKSourceType {other}")),
+    };
+    if object.encrypted_data.is_empty() {
+        return Err("encryptedData is empty".into());
+    }
+    if object.encrypted_dek_source.is_empty() || object.encrypted_dek_source.len() > DEK_SOURCE_MAX
+    {
+        return Err(format!(
+            "encryptedDEKSource is {} bytes (want 1..={DEK_SOURCE_MAX})",
+            object.encrypted_dek_source.len()
+        ));
+    }
+    if object.key_id.is_empty() || object.key_id.len() > KEY_ID_MAX {
+        return Err(format!(
+            "keyID is {} bytes (want 1..={KEY_ID_MAX})",
+            object.key_id.len()
+        ));
+    }
+    Ok((object.key_id, dek_source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms_v2(provider: &str, object: &EncryptedObject) -> Vec<u8> {
+        let mut v = format!("k8s:enc:kms:v2:{provider}:").into_bytes();
+        v.extend(object.encode_to_vec());
+        v
+    }
+
+    fn object(key_id: &str, source_type: i32) -> EncryptedObject {
+        EncryptedObject {
+            encrypted_data: vec![7; 60],
+            key_id: key_id.into(),
+            encrypted_dek_source: vec![9; 80],
+            annotations: HashMap::from([("backend.polykms.io".to_string(), b"a".to_vec())]),
+            encrypted_dek_source_type: source_type,
+        }
+    }
+
+    #[test]
+    fn kms_v2_value_yields_provider_key_id_and_source_type() {
+        let v = kms_v2("polykms", &object("kid-1", 1));
+        assert_eq!(
+            classify(&v),
+            ValueClass::KmsV2 {
+                provider: "polykms".into(),
+                key_id: "kid-1".into(),
+                dek_source: DekSource::HkdfSeed
+            }
+        );
+        let v = kms_v2("other", &object("kid-2", 0));
+        assert!(matches!(
+            classify(&v),
+            ValueClass::KmsV2 { dek_source: DekSource::AesGcmKey, ref key_id, .. } if key_id == "kid-2"
+        ));
+    }
+
+    #[test]
+    fn encrypted_object_field_numbers_match_the_upstream_layout() {
+        // Hand-encoded: field 2 (keyID) = "k", field 3 = [1], field 1 = [2], field 5 = 1.
+        let body = [
+            0x12, 0x01, b'k', 0x1a, 0x01, 0x01, 0x0a, 0x01, 0x02, 0x28, 0x01,
+        ];
+        assert_eq!(
+            parse_encrypted_object(&body),
+            Ok(("k".to_string(), DekSource::HkdfSeed))
+        );
+    }
+
+    #[test]
+    fn malformed_kms_v2_objects_are_reported_not_counted_as_encrypted() {
+        let cases = [
+            (kms_v2("p", &object("", 1)), "keyID"),
+            (kms_v2("p", &object("k", 7)), "encryptedDEKSourceType"),
+            (
+                kms_v2(
+                    "p",
+                    &EncryptedObject {
+                        encrypted_data: vec![],
+                        ..object("k", 1)
+                    },
+                ),
+                "encryptedData",
+            ),
+            (
+                kms_v2(
+                    "p",
+                    &EncryptedObject {
+                        encrypted_dek_source: vec![1; 1025],
+                        ..object("k", 1)
+                    },
+                ),
+                "encryptedDEKSource",
+            ),
+            (b"k8s:enc:kms:v2:p:\xff\xff\xff".to_vec(), "protobuf"),
+        ];
+        for (value, needle) in cases {
+            match classify(&value) {
+                ValueClass::KmsV2Malformed { provider, reason } => {
+                    assert_eq!(provider, "p");
+                    assert!(reason.contains(needle), "{reason} lacks {needle}");
+                }
+                other => panic!("{needle}: classified as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_other_apiserver_prefix_is_classified() {
+        let cases: [(&[u8], ValueClass); 8] = [
+            (b"k8s\x00\x0a\x0d\x0a\x02v1", ValueClass::Identity),
+            (b"{\"kind\":\"Secret\"}", ValueClass::Identity),
+            (
+                b"k8s:enc:aescbc:v1:key1:\x01\x02",
+                ValueClass::AesCbc { key: "key1".into() },
+            ),
+            (
+                b"k8s:enc:aesgcm:v1:key2:\x01",
+                ValueClass::AesGcm { key: "key2".into() },
+            ),
+            (
+                b"k8s:enc:secretbox:v1:key3:\x01",
+                ValueClass::Secretbox { key: "key3".into() },
+            ),
+            (
+                b"k8s:enc:kms:v1:vault:\x00\x10",
+                ValueClass::KmsV1 {
+                    provider: "vault".into(),
+                },
+            ),
+            (b"k8s:enc:rot13:v1:x:abc", ValueClass::Unknown),
+            (b"\x00\x01garbage", ValueClass::Unknown),
+        ];
+        for (value, want) in cases {
+            assert_eq!(classify(value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_prefixes_are_unknown() {
+        for v in [
+            &b"k8s:enc:"[..],
+            b"k8s:enc:kms",
+            b"k8s:enc:kms:v2",
+            b"k8s:enc:kms:v2:name-without-colon",
+            b"",
+        ] {
+            assert_eq!(classify(v), ValueClass::Unknown, "{v:?}");
+        }
+    }
+}
