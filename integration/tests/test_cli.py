@@ -73,3 +73,10 @@ def test_example_local_config_works_from_a_clean_checkout(tmp_path):
 
     r = run("check", "--config", str(ROOT / "configs" / "local.toml"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unknown_flags_are_usage_errors_64_and_help_is_0():
+    assert run("serve", "--bogus").returncode == 64
+    assert run("serve").returncode == 64  # --config missing
+    assert run("--help").returncode == 0
+    assert run("--version").returncode == 0

@@ -14,6 +14,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    cli::run(cli)
+    match cli::Cli::try_parse() {
+        Ok(cli) => cli::run(cli),
+        // --help and --version are not errors; every other parse error is a usage error (64).
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(cli::EXIT_CONFIG)
+        }
+    }
 }
