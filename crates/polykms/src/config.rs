@@ -319,13 +319,18 @@ impl Config {
 
 /// Sections that `POLYKMS_<SECTION>__<KEY>` may override. Other `POLYKMS_*` variables (the
 /// CLI's `POLYKMS_CONFIG`, test harness settings) are not configuration.
-const ENV_SECTIONS: [&str; 7] = ["server", "http", "log", "health", "decrypt", "security", "encrypt"];
+const ENV_SECTIONS: [&str; 7] = [
+    "server", "http", "log", "health", "decrypt", "security", "encrypt",
+];
 
 fn overrides() -> Env {
     Env::prefixed("POLYKMS_")
         .filter(|key| {
             let key = key.as_str().to_ascii_lowercase();
-            ENV_SECTIONS.iter().any(|s| key.strip_prefix(s).is_some_and(|rest| rest.starts_with("__")))
+            ENV_SECTIONS.iter().any(|s| {
+                key.strip_prefix(s)
+                    .is_some_and(|rest| rest.starts_with("__"))
+            })
         })
         .split("__")
 }
@@ -354,6 +359,6 @@ pub fn resolve(base: &Path, p: &mut PathBuf) {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod tests;
