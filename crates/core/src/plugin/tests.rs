@@ -261,7 +261,11 @@ async fn migration_from_a_to_b_keeps_old_envelopes_decryptable() {
     .unwrap();
     let kid_b = p.status().key_id;
     assert_ne!(kid_a, kid_b);
-    assert!(p.metrics().encode().contains("polykms_key_id_changes_total 1"));
+    assert!(
+        p.metrics()
+            .encode()
+            .contains("polykms_key_id_changes_total 1")
+    );
     let new = p.encrypt(seed(6), deadline()).await.unwrap();
     assert_eq!(new.key_id, kid_b);
     assert_eq!(
