@@ -33,6 +33,8 @@ pub struct AwsBackend {
     key_id: String,
     region: String,
     endpoint: Option<String>,
+    /// Proxy and CA summary for `describe`.
+    network: String,
     assume_role_arn: Option<String>,
     context: BTreeMap<String, String>,
     expiry: ExpiryRecorder,
@@ -74,6 +76,7 @@ impl AwsBackend {
             key,
             key_id: config.key.clone(),
             region: built.region,
+            network: built.network,
             endpoint: config.endpoint.clone(),
             assume_role_arn: config.assume_role_arn.clone(),
             context: config.encryption_context.clone(),
@@ -287,8 +290,8 @@ impl KeyEncryptionBackend for AwsBackend {
             .map(|r| format!(", assuming {r}"))
             .unwrap_or_default();
         format!(
-            "aws kms key {:?} in {} via {endpoint}{role}",
-            self.key, self.region
+            "aws kms key {:?} in {} via {endpoint}{role}; {}",
+            self.key, self.region, self.network
         )
     }
 }

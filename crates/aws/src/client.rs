@@ -15,6 +15,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_kms::config::Region;
 use polykms_backend::BackendError;
+use polykms_net::CaRoots;
 
 use crate::config::AwsConfig;
 use crate::key::KeyRef;
@@ -26,6 +27,8 @@ const DEFAULT_SESSION_NAME: &str = "polykms";
 pub(crate) struct KmsClient {
     pub(crate) client: aws_sdk_kms::Client,
     pub(crate) region: String,
+    /// Proxy and CA summary for `describe`.
+    pub(crate) network: String,
     pub(crate) expiry: ExpiryRecorder,
 }
 
@@ -46,7 +49,9 @@ pub(crate) async fn build(
         .build();
     let retries = RetryConfig::standard().with_max_attempts(config.max_attempts);
 
+    let network = config.network.resolve()?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(polykms_net::aws::http_client(&network)?)
         .timeout_config(timeouts)
         .retry_config(retries);
     if let Some(profile) = &config.profile {
@@ -91,8 +96,13 @@ pub(crate) async fn build(
     if let Some(endpoint) = &config.endpoint {
         kms = kms.endpoint_url(endpoint);
     }
+    let endpoint = config
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
     Ok(KmsClient {
         client: aws_sdk_kms::Client::from_conf(kms.build()),
+        network: network.describe_for(&endpoint, CaRoots::AddToSystem),
         region,
         expiry,
     })

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use polykms_backend::BackendError;
+use polykms_net::NetworkConfig;
 use serde::Deserialize;
 
 use crate::context::{AAD_KEY, AAD_KEY_BASE64};
@@ -54,6 +55,10 @@ pub struct AwsConfig {
     /// Attempts per call by the SDK (throttling, 5xx, network); core retries on top of this.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// `proxy`, `no_proxy`, `proxy_credentials_file` and `ca_file` (extra trusted roots),
+    /// applied to KMS, STS and the credential providers alike.
+    #[serde(flatten)]
+    pub network: NetworkConfig,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -81,6 +86,7 @@ impl AwsConfig {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            network: NetworkConfig::default(),
         }
     }
 

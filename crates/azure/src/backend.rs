@@ -17,6 +17,8 @@ use azure_security_keyvault_keys::models::{
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceId};
 use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
 
+use polykms_net::CaRoots;
+
 use crate::binding;
 use crate::config::AzureConfig;
 use crate::credential::{self, TokenFileCredential};
@@ -29,6 +31,8 @@ pub struct AzureBackend {
     config: AzureConfig,
     timeout: Duration,
     token_file: Option<Arc<TokenFileCredential>>,
+    /// Proxy and CA summary for `describe`.
+    network: String,
 }
 
 impl fmt::Debug for AzureBackend {
@@ -49,7 +53,8 @@ impl AzureBackend {
     /// CA/secret/token files, naming the config field.
     pub async fn connect(config: &AzureConfig) -> Result<Self, BackendError> {
         config.validate()?;
-        let client_options = transport::client_options(config)?;
+        let network = config.network.resolve()?;
+        let client_options = transport::client_options(config, &network)?;
         let credential::Credentials {
             credential,
             token_file,
@@ -66,6 +71,7 @@ impl AzureBackend {
             config: config.clone(),
             timeout: Duration::from_millis(config.timeout_ms),
             token_file,
+            network: network.describe_for(config.vault_base(), CaRoots::AddToSystem),
         })
     }
 
@@ -276,9 +282,8 @@ impl KeyEncryptionBackend for AzureBackend {
             self.config.algorithm.as_str(),
             self.config.auth.method()
         );
-        if let Some(ca) = &self.config.ca_file {
-            s.push_str(&format!(" ca_file {}", ca.display()));
-        }
+        s.push_str("; ");
+        s.push_str(&self.network);
         s
     }
 }

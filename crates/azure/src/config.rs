@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use azure_security_keyvault_keys::models::EncryptionAlgorithm;
 use polykms_backend::BackendError;
+use polykms_net::NetworkConfig;
 use serde::Deserialize;
 
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
@@ -23,9 +24,10 @@ pub struct AzureConfig {
     /// Wrapping algorithm (JWA name); `RSA-OAEP-256` by default.
     #[serde(default)]
     pub algorithm: WrapAlgorithm,
-    /// Extra trusted CA certificates (PEM), added to the system roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    /// `proxy`, `no_proxy`, `proxy_credentials_file` and `ca_file` (extra trusted CA
+    /// certificates, PEM, added to the system roots).
+    #[serde(flatten)]
+    pub network: NetworkConfig,
     /// Require the token challenge's resource to match the vault's domain (the SDK check).
     #[serde(default = "default_true")]
     pub verify_challenge_resource: bool,

@@ -12,6 +12,7 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, FixedRetryOptions, RetryOptions, Transport};
 use azure_core::time::Duration;
 use polykms_backend::BackendError;
+use polykms_net::{CaRoots, Network};
 
 use crate::config::AzureConfig;
 
@@ -22,7 +23,10 @@ const RETRY_DELAY: Duration = Duration::milliseconds(200);
 const MAX_CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(2);
 
 /// Client options shared by the Key Vault client and the credential.
-pub(crate) fn client_options(config: &AzureConfig) -> Result<ClientOptions, BackendError> {
+pub(crate) fn client_options(
+    config: &AzureConfig,
+    network: &Network,
+) -> Result<ClientOptions, BackendError> {
     let timeout = StdDuration::from_millis(config.timeout_ms);
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
@@ -30,21 +34,7 @@ pub(crate) fn client_options(config: &AzureConfig) -> Result<ClientOptions, Back
         // Key Vault does not redirect; following one would carry the token elsewhere.
         .redirect(reqwest::redirect::Policy::none())
         .https_only(true);
-    if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            BackendError::config(format!("ca_file: cannot read {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            BackendError::config(format!("ca_file: {} is not PEM: {e}", path.display()))
-        })?;
-        if certs.is_empty() {
-            return Err(BackendError::config(format!(
-                "ca_file: {} holds no certificate",
-                path.display()
-            )));
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
+    builder = polykms_net::reqwest_client::apply(builder, network, CaRoots::AddToSystem)?;
     let http = builder
         .build()
         .map_err(|e| BackendError::config(format!("ca_file: cannot build the TLS client: {e}")))?;
@@ -90,21 +80,26 @@ mod tests {
         .unwrap()
     }
 
+    fn options(config: &AzureConfig) -> Result<ClientOptions, BackendError> {
+        let network = config.network.resolve_with(|_| None)?;
+        client_options(config, &network)
+    }
+
     #[test]
     fn missing_or_garbage_ca_file_is_a_config_error() {
-        let err = client_options(&config(r#","ca_file":"/nonexistent/ca.pem""#)).unwrap_err();
+        let err = options(&config(r#","ca_file":"/nonexistent/ca.pem""#)).unwrap_err();
         assert!(err.message().starts_with("ca_file"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
-        let err = client_options(&config(&format!(r#","ca_file":{:?}"#, path))).unwrap_err();
+        let err = options(&config(&format!(r#","ca_file":{:?}"#, path))).unwrap_err();
         assert!(err.message().starts_with("ca_file"), "{err}");
     }
 
     #[test]
     fn options_build_without_a_ca_file() {
-        client_options(&config("")).unwrap();
-        client_options(&config(
+        options(&config("")).unwrap();
+        options(&config(
             r#","max_retries":0,"authority_host":"https://login.microsoftonline.us""#,
         ))
         .unwrap();

@@ -84,7 +84,7 @@ async fn a_vault_that_never_answers_times_out() {
 async fn connect_rejects_bad_config_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir, "https://kv.vault.azure.net", 5000);
-    c.ca_file = Some(dir.path().join("missing-ca.pem"));
+    c.network.ca_file = Some(dir.path().join("missing-ca.pem"));
     let err = AzureBackend::connect(&c).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.message().starts_with("ca_file"), "{err}");

@@ -1,31 +1,45 @@
 //! Building the Cloud KMS client (`google-cloud-kms-v1`) from the config.
 
 use std::path::Path;
+use std::time::Duration;
 
 use google_cloud_auth::credentials::{self, Credentials};
-use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_kms_v1::client::KeyManagementService;
 use polykms_backend::{BackendError, SensitiveString};
+use polykms_net::CaRoots;
 
 use crate::config::{GcpAuth, GcpConfig};
+use crate::transport::{DEFAULT_ENDPOINT, RestTransport};
 
-/// Builds the client. No network call happens here: tokens are fetched on first use, so a
-/// key store or metadata server that is down now does not fail startup.
-pub(crate) async fn build_client(config: &GcpConfig) -> Result<KeyManagementService, BackendError> {
+/// Builds the client and says how it reaches the endpoint (proxy, CA) for `describe`. No
+/// network call happens here: tokens are fetched on first use, so a key store or metadata
+/// server that is down now does not fail startup.
+///
+/// There are no client-library retries: core retries with backoff inside the apiserver's
+/// deadline, and a second loop here would multiply attempts and blow that deadline.
+pub(crate) async fn build_client(
+    config: &GcpConfig,
+) -> Result<(KeyManagementService, String), BackendError> {
     let credentials = build_credentials(&config.auth).await?;
-    let mut builder = KeyManagementService::builder()
-        .with_credentials(credentials)
-        // Core retries with backoff inside the apiserver's deadline; a second retry loop
-        // here would multiply attempts and blow that deadline.
-        .with_retry_policy(NeverRetry)
-        .with_attempt_timeout(config.timeout());
-    if let Some(endpoint) = &config.endpoint {
-        builder = builder.with_endpoint(endpoint.clone());
-    }
-    builder.build().await.map_err(|e| {
-        BackendError::config(format!("endpoint: cannot build the Cloud KMS client: {e}"))
-    })
+    let network = config.network.resolve()?;
+    let endpoint = config.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+    let builder = reqwest::Client::builder()
+        .timeout(config.timeout())
+        .connect_timeout(config.timeout().min(MAX_CONNECT_TIMEOUT))
+        // Cloud KMS does not redirect; following one would carry the token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("polykms/", env!("CARGO_PKG_VERSION")));
+    let http = polykms_net::reqwest_client::apply(builder, &network, CaRoots::AddToSystem)?
+        .build()
+        .map_err(|e| {
+            BackendError::config(format!("endpoint: cannot build the HTTP client: {e}"))
+        })?;
+    let client = KeyManagementService::from_stub(RestTransport::new(http, endpoint, credentials));
+    Ok((client, network.describe_for(endpoint, CaRoots::AddToSystem)))
 }
+
+/// Connecting must not eat the whole call budget.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn build_credentials(auth: &GcpAuth) -> Result<Credentials, BackendError> {
     match auth {
@@ -146,6 +160,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:9".into()),
             auth: GcpAuth::Anonymous,
             timeout_ms: 100,
+            network: Default::default(),
         };
         build_client(&config).await.unwrap();
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use polykms_backend::BackendError;
+use polykms_net::NetworkConfig;
 use serde::Deserialize;
 
 /// Default per-call timeout: long enough for a cross-region call, short enough that a dead
@@ -27,6 +28,9 @@ pub struct GcpConfig {
     /// Per-call timeout in milliseconds (covers token refresh and the HTTP request).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// `proxy`, `no_proxy`, `proxy_credentials_file` and `ca_file` (extra trusted roots).
+    #[serde(flatten)]
+    pub network: NetworkConfig,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -254,6 +258,7 @@ mod tests {
                 endpoint: None,
                 auth: GcpAuth::Adc,
                 timeout_ms: 1,
+                network: Default::default(),
             };
             let err = c.validate().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
@@ -268,6 +273,7 @@ mod tests {
             endpoint: None,
             auth: GcpAuth::Adc,
             timeout_ms: 1,
+            network: Default::default(),
         };
         assert!(
             c.validate()
@@ -284,6 +290,7 @@ mod tests {
             endpoint: Some("cloudkms.googleapis.com".into()),
             auth: GcpAuth::Adc,
             timeout_ms: 100,
+            network: Default::default(),
         };
         assert!(c.validate().unwrap_err().message().starts_with("endpoint:"));
         c.endpoint = Some("https://".into());

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod error;
 mod integrity;
+mod transport;
 
 use std::fmt;
 use std::future::Future;
@@ -41,6 +42,8 @@ pub struct GcpBackend {
     /// Prefix of every version name of `key`, to check what Encrypt says it used.
     version_prefix: String,
     endpoint: Option<String>,
+    /// Proxy and CA summary for `describe`.
+    network: String,
     auth_method: &'static str,
     timeout: Duration,
 }
@@ -62,12 +65,13 @@ impl GcpBackend {
     /// with kind `Config` and a message naming the field.
     pub async fn connect(config: &GcpConfig) -> Result<Self, BackendError> {
         config.validate()?;
-        let client = client::build_client(config).await?;
+        let (client, network) = client::build_client(config).await?;
         Ok(GcpBackend {
             client,
             key: config.key.clone(),
             version_prefix: format!("{}/cryptoKeyVersions/", config.key),
             endpoint: config.endpoint.clone(),
+            network,
             auth_method: config.auth.method(),
             timeout: config.timeout(),
         })
@@ -223,13 +227,14 @@ impl KeyEncryptionBackend for GcpBackend {
 
     fn describe(&self) -> String {
         format!(
-            "gcp cloud kms key={} endpoint={} auth={} timeout={}ms",
+            "gcp cloud kms key={} endpoint={} auth={} timeout={}ms; {}",
             self.key,
             self.endpoint
                 .as_deref()
                 .unwrap_or("https://cloudkms.googleapis.com (default)"),
             self.auth_method,
-            self.timeout.as_millis()
+            self.timeout.as_millis(),
+            self.network
         )
     }
 }

@@ -27,6 +27,7 @@ fn anonymous(endpoint: &str, timeout_ms: u64) -> GcpConfig {
         endpoint: Some(endpoint.into()),
         auth: GcpAuth::Anonymous,
         timeout_ms,
+        network: Default::default(),
     }
 }
 

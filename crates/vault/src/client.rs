@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use polykms_backend::{BackendError, SensitiveString};
+use polykms_net::CaRoots;
+use polykms_net::Network;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use vaultrs::api::EndpointMiddleware;
@@ -17,6 +19,7 @@ use crate::config::VaultConfig;
 /// The shared HTTP connection pool plus what every vaultrs client built on it needs.
 pub(crate) struct HttpSetup {
     http: reqwest::Client,
+    network: Network,
     base: String,
     namespace: Option<String>,
     settings: VaultClientSettings,
@@ -36,18 +39,8 @@ impl HttpSetup {
             // Plain HTTP needs no trust store; avoids loading the platform one.
             builder = builder.tls_certs_only(Vec::new());
         }
-        if let Some(ca) = &config.ca_file {
-            let pem = read_file("ca_file", ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| BackendError::config(format!("ca_file {}: {e}", ca.display())))?;
-            if certs.is_empty() {
-                return Err(BackendError::config(format!(
-                    "ca_file {}: no PEM certificate found",
-                    ca.display()
-                )));
-            }
-            builder = builder.tls_certs_only(certs);
-        }
+        let network = config.network.resolve()?;
+        builder = polykms_net::reqwest_client::apply(builder, &network, CaRoots::Only)?;
         if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
             let mut pem = Zeroizing::new(read_file("client_cert_file", cert)?);
             pem.push(b'\n');
@@ -93,10 +86,16 @@ impl HttpSetup {
             .map_err(|e| BackendError::config(format!("address: {e}")))?;
         Ok(HttpSetup {
             http,
+            network,
             base,
             namespace,
             settings,
         })
+    }
+
+    /// How requests reach the server (proxy or not) and which CAs are trusted, for `describe`.
+    pub fn describe_network(&self) -> String {
+        self.network.describe_for(&self.base, CaRoots::Only)
     }
 
     /// A vaultrs client sending `token` (or none), sharing this setup's connection pool.
@@ -155,7 +154,7 @@ mod tests {
             mount: "transit".into(),
             key: "k".into(),
             namespace: Some("/team-a/".into()),
-            ca_file: None,
+            network: Default::default(),
             client_cert_file: None,
             client_key_file: None,
             tls_server_name: None,
@@ -193,13 +192,13 @@ mod tests {
     fn missing_or_empty_ca_file_is_a_config_error_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config("https://vault.example:8200");
-        c.ca_file = Some(dir.path().join("missing.pem"));
+        c.network.ca_file = Some(dir.path().join("missing.pem"));
         let url = c.validate().unwrap();
         let err = HttpSetup::build(&c, &url).err().unwrap();
         assert!(err.message().starts_with("ca_file"), "{err}");
         let empty = dir.path().join("empty.pem");
         fs::write(&empty, "not a pem").unwrap();
-        c.ca_file = Some(empty);
+        c.network.ca_file = Some(empty);
         let err = HttpSetup::build(&c, &url).err().unwrap();
         assert!(err.message().starts_with("ca_file"), "{err}");
     }

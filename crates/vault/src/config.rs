@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use polykms_backend::BackendError;
+use polykms_net::NetworkConfig;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -28,9 +29,10 @@ pub struct VaultConfig {
     /// Vault Enterprise / OpenBao namespace (sent as `X-Vault-Namespace`).
     #[serde(default)]
     pub namespace: Option<String>,
-    /// PEM bundle of the CAs that may sign the server certificate; when set, only these are trusted.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    /// `proxy`, `no_proxy`, `proxy_credentials_file` and `ca_file` (for Vault, `ca_file` is the
+    /// only set of CAs trusted, as with `VAULT_CACERT`).
+    #[serde(flatten)]
+    pub network: NetworkConfig,
     /// PEM client certificate for mutual TLS (also used by `auth.method = "cert"`).
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
@@ -170,7 +172,7 @@ impl VaultConfig {
         }
         let https = url.scheme() == "https";
         for (field, set) in [
-            ("ca_file", self.ca_file.is_some()),
+            ("ca_file", self.network.ca_file.is_some()),
             ("client_cert_file", self.client_cert_file.is_some()),
             ("tls_server_name", self.tls_server_name.is_some()),
         ] {
@@ -374,7 +376,7 @@ mod tests {
         );
         let plain = with(|c| {
             c.address = "http://127.0.0.1:8200".into();
-            c.ca_file = Some("/ca".into());
+            c.network.ca_file = Some("/ca".into());
         });
         assert!(plain.message().starts_with("ca_file"));
         let cert = with(|c| {

@@ -39,6 +39,8 @@ pub struct VaultBackend {
     mount: String,
     key: String,
     allow_key_without_aad: bool,
+    /// Proxy and CA summary for `describe`.
+    network: String,
     /// What the last key read said; wrap uses it to decide how to send the AAD.
     key_info: ArcSwapOption<KeyInfo>,
 }
@@ -70,6 +72,7 @@ impl VaultBackend {
     pub async fn connect(config: &VaultConfig) -> Result<Self, BackendError> {
         let url = config.validate()?;
         let setup = HttpSetup::build(config, &url)?;
+        let network = setup.describe_network();
         let auth = Authenticator::new(config.auth.clone());
         auth.preflight()?;
         if url.scheme() == "http" && !url.host_str().is_some_and(is_loopback) {
@@ -88,6 +91,7 @@ impl VaultBackend {
             mount: config.mount.trim_matches('/').to_string(),
             key: config.key.clone(),
             allow_key_without_aad: config.allow_key_without_aad,
+            network,
             key_info: ArcSwapOption::empty(),
         })
     }
@@ -267,11 +271,12 @@ impl KeyEncryptionBackend for VaultBackend {
             .map(|ns| format!(" namespace {ns}"))
             .unwrap_or_default();
         format!(
-            "vault {}{ns} transit key {}/{} (auth {})",
+            "vault {}{ns} transit key {}/{} (auth {}; {})",
             self.address,
             self.mount,
             self.key,
-            self.session.method()
+            self.session.method(),
+            self.network
         )
     }
 }

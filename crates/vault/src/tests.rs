@@ -22,7 +22,7 @@ fn token_config(dir: &tempfile::TempDir, port: u16) -> VaultConfig {
         mount: "transit".into(),
         key: "kube".into(),
         namespace: None,
-        ca_file: None,
+        network: Default::default(),
         client_cert_file: None,
         client_key_file: None,
         tls_server_name: None,
@@ -81,6 +81,8 @@ async fn debug_and_describe_show_where_not_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = token_config(&dir, 8207);
     config.namespace = Some("team-a".into());
+    // No proxy whatever the environment says, so the text is fixed.
+    config.network.proxy = Some(String::new());
     let backend = VaultBackend::connect(&config).await.unwrap();
     let debug = format!("{backend:?}");
     let described = backend.describe();
@@ -90,7 +92,8 @@ async fn debug_and_describe_show_where_not_secrets() {
     }
     assert_eq!(
         described,
-        "vault http://127.0.0.1:8207 namespace team-a transit key transit/kube (auth token)"
+        "vault http://127.0.0.1:8207 namespace team-a transit key transit/kube \
+         (auth token; no proxy, system roots)"
     );
 }
 

@@ -1,5 +1,7 @@
 //! Shared helpers for the tests against the fake Key Vault (integration/servers/azure-fake.sh).
 
+#![allow(dead_code)] // each test binary uses a different subset
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -54,6 +54,7 @@ impl Fake {
             endpoint: Some(self.endpoint.clone()),
             auth: GcpAuth::Anonymous,
             timeout_ms: 3000,
+            network: Default::default(),
         }
     }
 

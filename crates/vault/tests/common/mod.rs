@@ -63,7 +63,7 @@ impl Env {
             mount: "transit".into(),
             key: key.into(),
             namespace: None,
-            ca_file: None,
+            network: Default::default(),
             client_cert_file: None,
             client_key_file: None,
             tls_server_name: None,
