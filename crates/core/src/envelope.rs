@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 const MAGIC: [u8; 2] = *b"PK";
@@ -14,6 +15,9 @@ pub const MAX_WRAPS: usize = 8;
 /// The contract's bound on a plugin ciphertext.
 pub const MAX_CIPHERTEXT: usize = 1024;
 const FLAG_IN_ANNOTATION: u8 = 0x01;
+/// An external wrap keeps this many bytes of the SHA-256 of its annotation value inline, so
+/// the annotation cannot be swapped or altered without the envelope noticing.
+const ANNOTATION_DIGEST_LEN: usize = 16;
 const ANNOTATION_SUFFIX: &str = ".polykms.io";
 
 /// Why bytes are not an envelope polykms made.
@@ -106,7 +110,13 @@ impl EnvelopeV1 {
             out.extend_from_slice(w.backend.as_bytes());
             out.extend_from_slice(&(w.key_version.len() as u16).to_be_bytes());
             out.extend_from_slice(w.key_version.as_bytes());
-            let inline: &[u8] = if ext { &[] } else { &w.ciphertext };
+            let digest;
+            let inline: &[u8] = if ext {
+                digest = annotation_digest(&w.ciphertext);
+                &digest
+            } else {
+                &w.ciphertext
+            };
             out.extend_from_slice(&(inline.len() as u16).to_be_bytes());
             out.extend_from_slice(inline);
         }
@@ -152,7 +162,7 @@ impl EnvelopeV1 {
             let ct_len = r.u16()? as usize;
             let inline = r.take(ct_len)?;
             let ciphertext = if flags & FLAG_IN_ANNOTATION != 0 {
-                if index == 0 || !inline.is_empty() {
+                if index == 0 || inline.len() != ANNOTATION_DIGEST_LEN {
                     return Err(EnvelopeError::Malformed("misplaced external wrap"));
                 }
                 referenced += 1;
@@ -162,6 +172,9 @@ impl EnvelopeV1 {
                     .ok_or_else(|| EnvelopeError::Annotations(format!("missing {key}")))?;
                 if value.is_empty() {
                     return Err(EnvelopeError::Annotations(format!("empty {key}")));
+                }
+                if annotation_digest(value)[..] != *inline {
+                    return Err(EnvelopeError::Annotations(format!("{key} was altered")));
                 }
                 value.clone()
             } else {
@@ -192,6 +205,13 @@ impl EnvelopeV1 {
         }
         Ok(EnvelopeV1 { wraps })
     }
+}
+
+fn annotation_digest(value: &[u8]) -> [u8; ANNOTATION_DIGEST_LEN] {
+    let digest = Sha256::digest(value);
+    let mut out = [0u8; ANNOTATION_DIGEST_LEN];
+    out.copy_from_slice(&digest[..ANNOTATION_DIGEST_LEN]);
+    out
 }
 
 struct Cursor<'a> {

@@ -38,7 +38,8 @@ fn check_version(version: &str) -> Result<(), CoreError> {
         Ok(())
     } else {
         Err(CoreError::InvalidRequest(format!(
-            "unsupported KMS API version {version:?}; this service speaks {VERSION}"
+            "unsupported KMS API version {:?}; this service speaks {VERSION}",
+            crate::call::loggable(version)
         )))
     }
 }

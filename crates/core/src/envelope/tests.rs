@@ -69,6 +69,12 @@ fn added_missing_or_renamed_annotations_are_rejected() {
         EnvelopeV1::decode(&bytes, &renamed),
         Err(EnvelopeError::Annotations(_))
     ));
+    // Same key, altered value: the inline digest catches it.
+    let mut altered = ann.clone();
+    altered.values_mut().for_each(|v| v[0] ^= 1);
+    assert!(
+        matches!(EnvelopeV1::decode(&bytes, &altered), Err(EnvelopeError::Annotations(m)) if m.contains("altered"))
+    );
     // Annotations on an envelope that has no external wrap.
     let (small, _) = EnvelopeV1 {
         wraps: vec![wrap("a", "v", 10)],
