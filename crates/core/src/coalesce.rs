@@ -1,9 +1,9 @@
 //! Single-flight for Decrypt: concurrent calls for the same envelope share one backend unwrap.
 //!
 //! At apiserver start every Secret read may ask for the same few seeds at once, and the
-//! apiserver does not de-duplicate them. The shared unwrap runs as its own task, so a caller
-//! that gives up does not cancel it for the others; its result goes to every waiter and is
-//! then forgotten (a failure is never cached).
+//! apiserver does not de-duplicate them. Every caller holds the same shared future, so a
+//! caller that gives up does not cancel it for the others; its result goes to every waiter and
+//! is then forgotten (a failure is never cached).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,10 @@ impl<T: Clone> Default for Coalescer<T> {
 impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     /// Runs `unwrap` for `key` unless an identical one is in flight, in which case it waits for
     /// that one. Returns the result and whether it was shared.
+    ///
+    /// The first caller drives the unwrap on its own task (no spawn, no cross-thread wake-up on
+    /// the common path); callers that join hold the same shared future, so if the first caller
+    /// goes away, the others keep driving it to the end.
     pub async fn run<F>(&self, key: [u8; 32], unwrap: F) -> (Result<T, CoreError>, bool)
     where
         F: std::future::Future<Output = Result<T, CoreError>> + Send + 'static,
@@ -44,30 +48,23 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
             match map.get(&key) {
                 Some(existing) => (existing.clone(), true),
                 None => {
-                    let map_ref = self.inflight.clone();
-                    // Spawned while the map is locked: the task's removal below cannot run
-                    // before the entry exists.
-                    let task = tokio::spawn(async move {
-                        let result = unwrap.await;
-                        map_ref
-                            .lock()
-                            .expect("coalescer lock is never poisoned")
-                            .remove(&key);
-                        result
-                    });
-                    let shared = async move {
-                        task.await.unwrap_or_else(|_| {
-                            Err(CoreError::Config("decrypt task was aborted".into()))
-                        })
-                    }
-                    .boxed()
-                    .shared();
+                    let shared = unwrap.boxed().shared();
                     map.insert(key, shared.clone());
                     (shared, false)
                 }
             }
         };
-        (shared.await, joined)
+        if joined {
+            return (shared.await, true);
+        }
+        // Removes the entry when the first caller finishes or is cancelled; a failure is
+        // forgotten with it.
+        let _leader = Leader {
+            coalescer: self,
+            key,
+            shared: shared.clone(),
+        };
+        (shared.await, false)
     }
 
     /// Unwraps in flight now (for tests and metrics).
@@ -76,6 +73,27 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
             .lock()
             .expect("coalescer lock is never poisoned")
             .len()
+    }
+}
+
+/// The first caller of an unwrap: on drop, forgets the in-flight entry it created (and only
+/// that one: a newer unwrap for the same key may have replaced it).
+struct Leader<'a, T: Clone> {
+    coalescer: &'a Coalescer<T>,
+    key: [u8; 32],
+    shared: InFlight<T>,
+}
+
+impl<T: Clone> Drop for Leader<'_, T> {
+    fn drop(&mut self) {
+        let mut map = self
+            .coalescer
+            .inflight
+            .lock()
+            .expect("coalescer lock is never poisoned");
+        if map.get(&self.key).is_some_and(|f| f.ptr_eq(&self.shared)) {
+            map.remove(&self.key);
+        }
     }
 }
 

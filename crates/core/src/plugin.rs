@@ -287,14 +287,16 @@ impl Plugin {
         let (result, joined) = self
             .coalescer
             .run(digest, async move {
-                this.unwrap_envelope(envelope, deadline).await.map(Arc::new)
+                let result = this.unwrap_envelope(envelope, deadline).await.map(Arc::new);
+                // Cached before the in-flight entry goes, so no caller misses both.
+                if let (Ok(seed), Some(cache)) = (&result, &this.cache) {
+                    cache.insert(digest, seed.clone());
+                }
+                result
             })
             .await;
         if joined {
             self.metrics.coalesced();
-        }
-        if let (Ok(seed), Some(cache)) = (&result, &self.cache) {
-            cache.insert(digest, seed.clone());
         }
         result
     }

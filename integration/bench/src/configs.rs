@@ -1,0 +1,104 @@
+//! The polykms configuration files the bench writes: the local backend (the plugin under
+//! load) and an encrypt backend that cannot be reached (Status while unhealthy).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// polykms on the local key-file backend with default settings, logging at `log_level`;
+/// `unwrap_cache` entries turn the optional Decrypt cache on.
+pub fn local(
+    socket: &Path,
+    http: SocketAddr,
+    key_file: &Path,
+    log_level: &str,
+    unwrap_cache: usize,
+) -> String {
+    let cache = if unwrap_cache > 0 {
+        format!("[decrypt]\ncache_size = {unwrap_cache}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[server]
+socket = {socket}
+[http]
+listen = "{http}"
+[log]
+format = "json"
+level = "{log_level}"
+{cache}[[backends]]
+name = "local"
+type = "local"
+key_files = [{key}]
+[encrypt]
+with = ["local"]
+"#,
+        socket = toml_string(socket),
+        key = toml_string(key_file),
+    )
+}
+
+/// polykms whose only encrypt backend is a Vault at a closed local port: it starts, its
+/// prober fails, and Status reports unhealthy from memory.
+pub fn unreachable_vault(socket: &Path, http: SocketAddr, port: u16, token_file: &Path) -> String {
+    format!(
+        r#"[server]
+socket = {socket}
+[http]
+listen = "{http}"
+[log]
+format = "json"
+level = "info"
+[health]
+unhealthy_probe_interval = "200ms"
+probe_timeout = "500ms"
+[[backends]]
+name = "vault-down"
+type = "vault"
+address = "http://127.0.0.1:{port}"
+key = "bench"
+timeout_ms = 500
+auth = {{ method = "token", token_file = {token} }}
+[encrypt]
+with = ["vault-down"]
+"#,
+        socket = toml_string(socket),
+        token = toml_string(token_file),
+    )
+}
+
+/// A path as a TOML basic string.
+fn toml_string(path: &Path) -> String {
+    let mut out = String::from("\"");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_toml() {
+        assert_eq!(toml_string(Path::new("/tmp/a\"b\\c")), r#""/tmp/a\"b\\c""#);
+    }
+
+    #[test]
+    fn local_config_turns_the_cache_on_only_when_asked() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("literal address");
+        let plain = local(Path::new("/s"), addr, Path::new("/k"), "info", 0);
+        assert!(!plain.contains("[decrypt]"));
+        assert!(plain.contains("key_files = [\"/k\"]"));
+        let cached = local(Path::new("/s"), addr, Path::new("/k"), "warn", 64);
+        assert!(cached.contains("[decrypt]\ncache_size = 64\n"));
+        assert!(cached.contains("level = \"warn\""));
+    }
+}
