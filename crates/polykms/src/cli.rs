@@ -135,7 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("polykms: {e:#}");
@@ -146,5 +146,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Failure::Other(_) => 1,
             })
         }
-    }
+    };
+    crate::logging::flush();
+    code
 }

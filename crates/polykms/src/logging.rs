@@ -1,11 +1,18 @@
 //! Logs: `tracing`, human text on a terminal, JSON otherwise (or as configured); the level
 //! from RUST_LOG, else from `log.level`.
+//!
+//! Lines go to stderr through a writer thread, so a request never waits on a `write(2)`; the
+//! writer applies back-pressure rather than dropping lines, and `flush` drains it at exit.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
 pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env()
@@ -16,18 +23,31 @@ pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
         LogFormat::Auto => LogFormat::Json,
         f => f,
     };
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("polykms-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        _ => builder.try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Auto => builder.try_init(),
     };
-    if result.is_err() {
-        // Already initialised (tests): keep the existing subscriber.
+    // Already initialised (tests) means the existing subscriber and its writer stay.
+    if result.is_ok() {
+        *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
+}
+
+/// Writes out every buffered line; call before the process exits.
+pub fn flush() {
+    drop(WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
