@@ -23,7 +23,10 @@ pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
         LogFormat::Auto => LogFormat::Json,
         f => f,
     };
+    // A bounded queue (its slots are allocated up front: the default 128k lines cost ~4 MiB of
+    // RSS); when full, callers wait for the writer instead of dropping lines.
     let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
         .lossy(false)
         .thread_name("polykms-log")
         .finish(std::io::stderr());
