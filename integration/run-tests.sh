@@ -28,7 +28,9 @@ for s in "${servers[@]}"; do
   source "integration/.run/$s.env"
 done
 export POLYKMS_REQUIRE_INTEGRATION=1
-export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+# Every server is on 127.0.0.1; the proxy tests set their own proxy settings, so a proxy in
+# the caller's environment must not leak into them.
+unset HTTP_PROXY HTTPS_PROXY ALL_PROXY NO_PROXY http_proxy https_proxy all_proxy no_proxy
 
 echo "== cargo test"
 cargo test --workspace --all-features
