@@ -131,6 +131,17 @@ fn no_annotations() -> BTreeMap<String, Vec<u8>> {
     BTreeMap::new()
 }
 
+/// Decrypt of what `encrypt` returned, as the apiserver sends it back.
+async fn decrypt_of(p: &Arc<Plugin>, enc: &Encrypted) -> Result<Arc<Unwrapped>, CoreError> {
+    p.decrypt(
+        &enc.ciphertext,
+        Some(&enc.key_id),
+        &enc.annotations,
+        deadline(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn encrypt_key_id_equals_status_key_id_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,15 +152,7 @@ async fn encrypt_key_id_equals_status_key_id_and_round_trips() {
     let enc = p.encrypt(seed(1), deadline()).await.unwrap();
     assert_eq!(enc.key_id, status.key_id);
     assert!(enc.ciphertext.len() <= 1024 && enc.annotations.is_empty());
-    let out = p
-        .decrypt(
-            &enc.ciphertext,
-            Some(&enc.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap();
+    let out = decrypt_of(&p, &enc).await.unwrap();
     assert_eq!(out.seed, seed(1));
 }
 
@@ -209,15 +212,7 @@ async fn ciphertext_from_another_provider_name_does_not_decrypt() {
     .unwrap();
     let b = Plugin::start(PluginSettings::new("other-cluster"), ring, metrics).await;
     let enc = a.encrypt(seed(3), deadline()).await.unwrap();
-    let err = b
-        .decrypt(
-            &enc.ciphertext,
-            Some(&enc.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    let err = decrypt_of(&b, &enc).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
@@ -228,15 +223,7 @@ async fn envelope_of_an_unconfigured_backend_is_failed_precondition_naming_it() 
     let a = plugin(vec![named("old-store", key.clone())], &["old-store"]).await;
     let enc = a.encrypt(seed(4), deadline()).await.unwrap();
     let b = plugin(vec![named("new-store", key)], &["new-store"]).await;
-    let err = b
-        .decrypt(
-            &enc.ciphertext,
-            Some(&enc.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    let err = decrypt_of(&b, &enc).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.to_string().contains("old-store"), "{err}");
 }
@@ -268,43 +255,13 @@ async fn migration_from_a_to_b_keeps_old_envelopes_decryptable() {
     );
     let new = p.encrypt(seed(6), deadline()).await.unwrap();
     assert_eq!(new.key_id, kid_b);
-    assert_eq!(
-        p.decrypt(
-            &old.ciphertext,
-            Some(&old.key_id),
-            &no_annotations(),
-            deadline()
-        )
-        .await
-        .unwrap()
-        .seed,
-        seed(5)
-    );
+    assert_eq!(decrypt_of(&p, &old).await.unwrap().seed, seed(5));
     // Finally drop a: new envelopes still decrypt; old ones name a missing backend.
     p.reload(Keyring::new(vec![named("b", kb)], &["b".into()], metrics).unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        p.decrypt(
-            &new.ciphertext,
-            Some(&new.key_id),
-            &no_annotations(),
-            deadline()
-        )
-        .await
-        .unwrap()
-        .seed,
-        seed(6)
-    );
-    let err = p
-        .decrypt(
-            &old.ciphertext,
-            Some(&old.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap_err();
+    assert_eq!(decrypt_of(&p, &new).await.unwrap().seed, seed(6));
+    let err = decrypt_of(&p, &old).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 }
 
@@ -316,15 +273,7 @@ async fn multi_wrap_decrypts_through_either_backend() {
     let enc = p.encrypt(seed(7), deadline()).await.unwrap();
     // A plugin that has only b (a's key files gone) still decrypts.
     let only_b = plugin(vec![named("b", kb)], &["b"]).await;
-    let out = only_b
-        .decrypt(
-            &enc.ciphertext,
-            Some(&enc.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap();
+    let out = decrypt_of(&only_b, &enc).await.unwrap();
     assert_eq!(out.seed, seed(7));
 }
 
@@ -432,18 +381,7 @@ async fn remote_rotation_changes_key_id_within_a_probe_interval() {
     wait_for(|| p.status().key_id != old.key_id, Duration::from_secs(2)).await;
     let new = p.encrypt(seed(10), deadline()).await.unwrap();
     assert_eq!(new.key_id, p.status().key_id);
-    assert_eq!(
-        p.decrypt(
-            &old.ciphertext,
-            Some(&old.key_id),
-            &no_annotations(),
-            deadline()
-        )
-        .await
-        .unwrap()
-        .seed,
-        seed(9)
-    );
+    assert_eq!(decrypt_of(&p, &old).await.unwrap().seed, seed(9));
     assert!(
         p.metrics()
             .encode()
@@ -542,14 +480,7 @@ async fn unwrap_cache_answers_repeat_decrypts_without_the_backend() {
     let p = Plugin::start(settings, ring, metrics).await;
     let enc = p.encrypt(seed(14), deadline()).await.unwrap();
     for _ in 0..5 {
-        p.decrypt(
-            &enc.ciphertext,
-            Some(&enc.key_id),
-            &no_annotations(),
-            deadline(),
-        )
-        .await
-        .unwrap();
+        decrypt_of(&p, &enc).await.unwrap();
     }
     assert_eq!(t.unwraps.load(Ordering::SeqCst), 1);
 }
