@@ -44,6 +44,8 @@ impl BackendSettings {
     /// Makes relative key file paths relative to the config file's directory (other backends'
     /// file settings are taken as written: use absolute paths there).
     pub fn resolve_paths(&mut self, base: &Path) {
+        // Irrefutable when only the local backend is compiled in.
+        #[allow(irrefutable_let_patterns)]
         if let BackendSettings::Local(c) = self {
             c.key_files.iter_mut().for_each(|p| resolve(base, p));
         }

@@ -26,6 +26,10 @@ fn runner(default_cases: u32) -> TestRunner {
 }
 
 /// Valid documents of every compiled-in backend type: the seeds that mutations start from.
+#[cfg_attr(
+    not(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure")),
+    allow(unused_mut)
+)]
 fn seeds() -> Vec<(&'static str, String)> {
     let mut out = vec![
         ("toml", LOCAL_TOML.to_string()),
@@ -122,6 +126,7 @@ encrypt:
   with: [local]
 "#;
 
+#[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
 fn with_backend(body: &str) -> String {
     format!(
         "[server]\nsocket = \"/tmp/polykms-fuzz.sock\"\n[[backends]]\nname = \"remote\"\n{body}\n\
