@@ -89,13 +89,20 @@ impl<S> AuthorityFixStream<S> {
         &self.inner
     }
 
+    /// Copies the first `n` input bytes to the output. A copy, not a split: splitting would
+    /// share `input`'s allocation with `output`, and the next read would then need a fresh
+    /// buffer; copying keeps both buffers unique and reused for the life of the connection.
+    fn forward(&mut self, n: usize) {
+        self.output.extend_from_slice(&self.input[..n]);
+        self.input.advance(n);
+    }
+
     /// Moves as much of `input` as can be judged into `output`.
     fn process(&mut self) {
         loop {
             match &mut self.state {
                 State::Passthrough => {
-                    let all = self.input.split();
-                    self.output.unsplit(all);
+                    self.forward(self.input.len());
                     return;
                 }
                 State::Preface => {
@@ -107,8 +114,7 @@ impl<S> AuthorityFixStream<S> {
                     if n < PREFACE.len() {
                         return;
                     }
-                    let preface = self.input.split_to(PREFACE.len());
-                    self.output.unsplit(preface);
+                    self.forward(PREFACE.len());
                     self.state = State::FrameHeader;
                 }
                 State::FrameHeader => {
@@ -129,17 +135,16 @@ impl<S> AuthorityFixStream<S> {
                             awaiting: None,
                         });
                     } else {
-                        let header = self.input.split_to(FRAME_HEADER_LEN);
-                        self.output.unsplit(header);
+                        self.forward(FRAME_HEADER_LEN);
                         self.state = State::Forward { remaining: len };
                     }
                 }
                 State::Forward { remaining } => {
                     let n = (*remaining).min(self.input.len());
-                    let chunk = self.input.split_to(n);
-                    self.output.unsplit(chunk);
                     *remaining -= n;
-                    if *remaining > 0 {
+                    let done = *remaining == 0;
+                    self.forward(n);
+                    if !done {
                         return;
                     }
                     self.state = State::FrameHeader;
@@ -317,8 +322,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFixStream<S> {
                             let raw = std::mem::take(&mut p.raw);
                             this.output.extend_from_slice(&raw);
                         }
-                        let rest = this.input.split();
-                        this.output.unsplit(rest);
+                        let n = this.input.len();
+                        this.forward(n);
                         continue;
                     }
                     // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
