@@ -20,6 +20,7 @@ pub mod server;
 pub mod service_v1;
 pub mod service_v2;
 pub mod socket;
+pub mod storage;
 
 pub use error::CoreError;
 pub use keyring::{Keyring, NamedBackend, ProbeSettings};

@@ -7,8 +7,6 @@
 //!   AAD = the etcd key, e.g. "/registry/secrets/ns/name"
 //! ```
 
-use std::collections::HashMap;
-
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
@@ -25,25 +23,7 @@ const INFO_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-/// The KMS v2 `EncryptedObject` (kmsv2/v2/api.proto).
-#[derive(Clone, PartialEq, Message)]
-pub struct EncryptedObject {
-    /// `info || nonce || AES-GCM ciphertext and tag` of the object.
-    #[prost(bytes = "vec", tag = "1")]
-    pub encrypted_data: Vec<u8>,
-    /// The plugin's key_id from Encrypt.
-    #[prost(string, tag = "2")]
-    pub key_id: String,
-    /// The plugin's ciphertext of the seed.
-    #[prost(bytes = "vec", tag = "3")]
-    pub encrypted_dek_source: Vec<u8>,
-    /// The plugin's annotations from Encrypt.
-    #[prost(map = "string, bytes", tag = "4")]
-    pub annotations: HashMap<String, Vec<u8>>,
-    /// 0 = AES-GCM key, 1 = HKDF seed.
-    #[prost(int32, tag = "5")]
-    pub encrypted_dek_source_type: i32,
-}
+pub use polykms_core::storage::EncryptedObject;
 
 /// Errors reading or writing an envelope.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -214,7 +194,7 @@ mod tests {
             encrypted_data: vec![1, 2, 3],
             key_id: "kid".into(),
             encrypted_dek_source: vec![4],
-            annotations: HashMap::from([("a.polykms.io".into(), b"v".to_vec())]),
+            annotations: std::collections::HashMap::from([("a.polykms.io".into(), b"v".to_vec())]),
             encrypted_dek_source_type: SOURCE_TYPE_HKDF_SEED,
         };
         let value = encode_value("polykms", &object);

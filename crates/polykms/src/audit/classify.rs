@@ -2,30 +2,9 @@
 //! kms-protocol.md, "What lands in etcd"). Reads the KMS v2 `EncryptedObject` header fields
 //! only; the encrypted payload is never touched.
 
-use std::collections::HashMap;
-
 use prost::Message;
 
-/// The KMS v2 `EncryptedObject` as kube-apiserver stores it after `k8s:enc:kms:v2:<name>:`
-/// (k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto).
-#[derive(Clone, PartialEq, Message)]
-pub struct EncryptedObject {
-    /// AES-GCM of the object; never inspected here.
-    #[prost(bytes = "vec", tag = "1")]
-    pub encrypted_data: Vec<u8>,
-    /// The plugin's key_id when the DEK (or seed) was wrapped.
-    #[prost(string, tag = "2")]
-    pub key_id: String,
-    /// The plugin's ciphertext of the DEK or seed.
-    #[prost(bytes = "vec", tag = "3")]
-    pub encrypted_dek_source: Vec<u8>,
-    /// Annotations the plugin returned from Encrypt.
-    #[prost(map = "string, bytes", tag = "4")]
-    pub annotations: HashMap<String, Vec<u8>>,
-    /// 0 = AES-GCM key (apiserver < 1.29 default), 1 = HKDF-SHA256 seed.
-    #[prost(int32, tag = "5")]
-    pub encrypted_dek_source_type: i32,
-}
+pub use polykms_core::storage::EncryptedObject;
 
 /// The storage class of one etcd value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +149,10 @@ mod tests {
             encrypted_data: vec![7; 60],
             key_id: key_id.into(),
             encrypted_dek_source: vec![9; 80],
-            annotations: HashMap::from([("backend.polykms.io".to_string(), b"a".to_vec())]),
+            annotations: std::collections::HashMap::from([(
+                "backend.polykms.io".to_string(),
+                b"a".to_vec(),
+            )]),
             encrypted_dek_source_type: source_type,
         }
     }
