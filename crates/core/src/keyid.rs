@@ -39,10 +39,10 @@ mod tests {
     #[test]
     fn pinned_value_guards_against_accidental_format_change() {
         // A changed derivation would re-key every cluster at upgrade: keep this value.
+        // Computed independently (Python hashlib) from the derivation in the module doc.
         assert_eq!(
             key_id([("local", "local:0123456789abcdef")]),
-            key_id([("local", "local:0123456789abcdef")])
+            "pk1-a8b2be68dbff3ab77b938e02bef37c21"
         );
-        assert_eq!(key_id([("local", "local:0123456789abcdef")]).len(), 36);
     }
 }
