@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use polykms_backend::{ErrorKind, KeyEncryptionBackend};
-use polykms_net::testing::{ForwardProxy, refusing_proxy_url};
+use polykms_backend::KeyEncryptionBackend;
+use polykms_net::testing::{
+    ForwardProxy, assert_refused_proxy_is_quick_unavailable, refusing_proxy_url,
+};
 use serde_json::json;
 
 use common::fake;
@@ -81,12 +81,7 @@ async fn refused_proxy_is_a_quick_unavailable_error() {
         json!({"proxy": refusing_proxy_url().await.unwrap()}),
     );
     let b = polykms_azure::AzureBackend::connect(&c).await.unwrap();
-    let t = Instant::now();
-    let err = b.probe().await.unwrap_err();
-    eprintln!("refused proxy: {err}");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.is_retryable(), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_refused_proxy_is_quick_unavailable(&b).await;
 }
 
 #[tokio::test]

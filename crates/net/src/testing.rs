@@ -73,6 +73,27 @@ impl Drop for ForwardProxy {
     }
 }
 
+/// Asserts that `backend`, configured with a proxy that refuses connections, fails its probe
+/// quickly with a retryable `Unavailable` error (no hang): the same expectation for every
+/// remote backend.
+pub async fn assert_refused_proxy_is_quick_unavailable(
+    backend: &dyn polykms_backend::KeyEncryptionBackend,
+) {
+    let started = std::time::Instant::now();
+    let err = match backend.probe().await {
+        Ok(version) => panic!("probe through a refusing proxy succeeded: {version}"),
+        Err(e) => e,
+    };
+    eprintln!("refused proxy: {err}");
+    assert_eq!(err.kind(), polykms_backend::ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A `http://127.0.0.1:port` URL where nothing listens (connections are refused).
 pub async fn refusing_proxy_url() -> std::io::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -158,6 +179,23 @@ async fn relay(mut client: TcpStream, log: Arc<Mutex<Vec<Passed>>>) -> std::io::
     // The body may still be arriving; the response ends when the origin closes.
     let upload = tokio::io::copy(&mut cr, &mut uw);
     let download = async {
+        // The origin's answer goes back with `Connection: close`: this proxy serves one
+        // request per connection, and a client that pooled the connection would otherwise race
+        // the close with its next request.
+        let (head, rest) = read_head(&mut ur).await?;
+        let head = String::from_utf8_lossy(&head);
+        let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+        let mut out = format!("{}\r\n", lines.next().unwrap_or("HTTP/1.1 502 Bad Gateway"));
+        for h in lines {
+            let name = h.split(':').next().unwrap_or_default().to_ascii_lowercase();
+            if !matches!(name.as_str(), "connection" | "keep-alive") {
+                out.push_str(h);
+                out.push_str("\r\n");
+            }
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        cw.write_all(out.as_bytes()).await?;
+        cw.write_all(&rest).await?;
         let r = tokio::io::copy(&mut ur, &mut cw).await;
         let _ = cw.shutdown().await;
         r
@@ -170,7 +208,9 @@ async fn relay(mut client: TcpStream, log: Arc<Mutex<Vec<Passed>>>) -> std::io::
 }
 
 /// Reads up to the blank line; returns the head and any bytes read past it.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
