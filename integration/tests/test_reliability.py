@@ -132,6 +132,8 @@ listen = "@HTTP@"
 probe_interval = "{PROBE_INTERVAL}s"
 unhealthy_probe_interval = "{UNHEALTHY_INTERVAL}s"
 probe_timeout = "{PROBE_TIMEOUT}s"
+[decrypt]
+cache_ttl = "5m"  # outlives every outage drill: what was unwrapped before stays readable
 [[backends]]
 name = "gcp"
 type = "gcp"
@@ -186,7 +188,8 @@ def test_backend_outage_fails_fast_and_recovers_without_restart(workdir, plugins
     assert status.healthz == "ok", p.logs()
     seed = os.urandom(32)
     before = encrypt(stub, seed)
-    assert decrypt(stub, before).plaintext == seed
+    assert decrypt(stub, before).plaintext == seed  # now in the unwrap cache (30 s)
+    unread = encrypt(stub, os.urandom(32))  # never decrypted: only the key store can unwrap it
 
     proxy.set_mode(mode, delay=5.0)
     # The next probe comes within the healthy interval and fails within its timeout.
@@ -194,7 +197,7 @@ def test_backend_outage_fails_fast_and_recovers_without_restart(workdir, plugins
     print(f"{mode}: unhealthy after {took:.2f}s")
     assert p.http("/readyz")[0] == 503 and p.http("/livez")[0] == 200
     deadline = 2.0
-    for call in (lambda: encrypt(stub, os.urandom(32), deadline), lambda: decrypt(stub, before, deadline)) * 3:
+    for call in (lambda: encrypt(stub, os.urandom(32), deadline), lambda: decrypt(stub, unread, deadline)) * 3:
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as e:
             call()
@@ -202,6 +205,8 @@ def test_backend_outage_fails_fast_and_recovers_without_restart(workdir, plugins
         # Our own answer ends the call (DEADLINE_EXCEEDED would mean the client's timer did).
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE, (mode, e.value)
         assert elapsed < deadline + 0.5, f"{mode}: answered after {elapsed:.2f}s"
+    # A seed unwrapped just before the outage is answered from the unwrap cache.
+    assert decrypt(stub, before, deadline).plaintext == seed
     assert p.proc.poll() is None
     assert stub.Status(v2_pb2.StatusRequest(), timeout=1).key_id == status.key_id, "an outage changed key_id"
 

@@ -1,6 +1,7 @@
 //! One KMS call being served: counted in flight while it runs, then recorded once — a
 //! metrics sample and a log line with the apiserver's uid, method, backend, outcome, latency.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tonic::Status;
@@ -19,11 +20,21 @@ pub struct Call<'a> {
     _in_flight: InFlight<'a>,
 }
 
-/// What the log line says about a successful call.
+/// What the log line says about a successful call (borrowed from the answer: no copies).
 #[derive(Debug, Default)]
-pub struct Done {
-    pub backend: String,
-    pub key_id: String,
+pub struct Done<'a> {
+    pub backend: Cow<'a, str>,
+    pub key_id: Cow<'a, str>,
+}
+
+impl<'a> Done<'a> {
+    /// Names of the backends that wrapped, comma-separated.
+    pub fn backends(names: &'a [String]) -> Cow<'a, str> {
+        match names {
+            [one] => Cow::Borrowed(one),
+            many => Cow::Owned(many.join(",")),
+        }
+    }
 }
 
 impl<'a> Call<'a> {
@@ -47,7 +58,7 @@ impl<'a> Call<'a> {
     pub fn finish<T>(
         self,
         result: Result<T, CoreError>,
-        done: impl FnOnce(&T) -> Done,
+        done: impl for<'v> FnOnce(&'v T) -> Done<'v>,
     ) -> Result<T, Status> {
         let elapsed = self.started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1e3;
@@ -57,9 +68,11 @@ impl<'a> Call<'a> {
                 self.plugin
                     .metrics()
                     .request_done(api, method, tonic::Code::Ok, elapsed);
-                let d = done(&value);
-                tracing::info!(api, uid, method, backend = %d.backend, key_id = loggable(&d.key_id), outcome = "ok",
-                    latency_ms, "request");
+                {
+                    let d = done(&value);
+                    tracing::info!(api, uid, method, backend = %d.backend, key_id = loggable(&d.key_id), outcome = "ok",
+                        latency_ms, "request");
+                }
                 Ok(value)
             }
             Err(e) => {

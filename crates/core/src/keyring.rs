@@ -69,6 +69,16 @@ impl BackendSlot {
             .clone()
     }
 
+    /// Whether `version` is the key version last seen (without copying the health record).
+    fn has_key_version(&self, version: &KeyVersion) -> bool {
+        self.health
+            .read()
+            .expect("health lock is never poisoned: no panics under it")
+            .key_version
+            .as_ref()
+            == Some(version)
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.health
             .read()
@@ -242,11 +252,27 @@ impl Keyring {
 
     /// Records a key version seen on a wrap (fresher than the last probe).
     pub fn observe_key_version(&self, slot: &BackendSlot, version: &KeyVersion) {
-        let known = slot.health().key_version;
-        if known.as_ref() != Some(version) {
+        if !slot.has_key_version(version) {
             slot.set_health(|h| h.key_version = Some(version.clone()));
             self.refresh_key_id();
         }
+    }
+
+    /// The current key_id if it was computed from exactly these (backend, key version) pairs,
+    /// so Encrypt need not hash them again.
+    pub fn key_id_if_current<'a>(
+        &self,
+        versions: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<String> {
+        let state = self
+            .key_id
+            .read()
+            .expect("key_id lock is never poisoned: no panics under it");
+        (versions.len() == state.versions.len()
+            && versions
+                .zip(&state.versions)
+                .all(|((n, v), (sn, sv))| n == sn && v == sv))
+        .then(|| state.key_id.clone())
     }
 
     /// Recomputes key_id from the encrypt backends' key versions; logs and counts a change.
@@ -323,7 +349,8 @@ impl Keyring {
         if was != Some(healthy) {
             let h = slot.health();
             if healthy {
-                tracing::info!(backend = %slot.name, key_version = ?h.key_version.as_ref().map(KeyVersion::as_str), "backend healthy");
+                let key_version = h.key_version.as_ref().map_or("", KeyVersion::as_str);
+                tracing::info!(backend = %slot.name, key_version, "backend healthy");
             } else {
                 tracing::warn!(backend = %slot.name, reason = h.reason.as_deref().unwrap_or(""), "backend unhealthy");
             }

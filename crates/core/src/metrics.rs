@@ -1,6 +1,7 @@
 //! Prometheus metrics, all prefixed `polykms_`, with bounded labels: API, method, gRPC code,
 //! configured backend names, error kinds. Never a uid, never key material.
 
+use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,44 @@ pub struct Metrics {
     coalesced: Counter,
     unwrap_cache_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
+    /// (api, method, code) → that request counter and the (api, method) histogram.
+    request_series: SeriesCache<(&'static str, &'static str, &'static str)>,
+    /// (backend, operation, outcome) → that counter and histogram.
+    backend_series: SeriesCache<(String, &'static str, &'static str)>,
+}
+
+/// Handles (shared with their family) of the series a call updates, found by a short scan
+/// instead of prometheus-client's `Family::get_or_create`, which hashes the whole label set
+/// with SipHash (and allocates the backend name) on every call. Keys are few: label values are
+/// bounded (API, method, code; configured backends, operation, outcome kind).
+#[derive(Debug, Default)]
+struct SeriesCache<K> {
+    entries: RwLock<Vec<(K, Counter, Histogram)>>,
+}
+
+impl<K> SeriesCache<K> {
+    fn observe(
+        &self,
+        matches: impl Fn(&K) -> bool,
+        create: impl FnOnce() -> (K, Counter, Histogram),
+        seconds: f64,
+    ) {
+        {
+            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, counter, histogram)) = entries.iter().find(|(k, _, _)| matches(k)) {
+                counter.inc();
+                histogram.observe(seconds);
+                return;
+            }
+        }
+        let (key, counter, histogram) = create();
+        counter.inc();
+        histogram.observe(seconds);
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if !entries.iter().any(|(k, _, _)| matches(k)) {
+            entries.push((key, counter, histogram));
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -192,6 +231,8 @@ impl Metrics {
             coalesced,
             unwrap_cache_hits,
             reloads,
+            request_series: SeriesCache::default(),
+            backend_series: SeriesCache::default(),
         }
     }
 
@@ -215,16 +256,21 @@ impl Metrics {
         code: tonic::Code,
         elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                api,
-                method,
-                code: code_label(code),
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&MethodLabels { api, method })
-            .observe(elapsed.as_secs_f64());
+        let code = code_label(code);
+        self.request_series.observe(
+            |k| *k == (api, method, code),
+            || {
+                let labels = RequestLabels { api, method, code };
+                (
+                    (api, method, code),
+                    self.requests.get_or_create(&labels).clone(),
+                    self.request_duration
+                        .get_or_create(&MethodLabels { api, method })
+                        .clone(),
+                )
+            },
+            elapsed.as_secs_f64(),
+        );
     }
 
     pub fn backend_call(
@@ -234,15 +280,22 @@ impl Metrics {
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        let labels = BackendCallLabels {
-            backend: backend.to_string(),
-            operation,
-            outcome,
-        };
-        self.backend_calls.get_or_create(&labels).inc();
-        self.backend_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        self.backend_series.observe(
+            |(b, o, r)| b == backend && *o == operation && *r == outcome,
+            || {
+                let labels = BackendCallLabels {
+                    backend: backend.to_string(),
+                    operation,
+                    outcome,
+                };
+                (
+                    (backend.to_string(), operation, outcome),
+                    self.backend_calls.get_or_create(&labels).clone(),
+                    self.backend_duration.get_or_create(&labels).clone(),
+                )
+            },
+            elapsed.as_secs_f64(),
+        );
     }
 
     pub fn backend_health(&self, backend: &str, healthy: bool, expiry: Option<SystemTime>) {
@@ -399,5 +452,44 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("backend=\"a\""));
         assert!(text.contains("polykms_backend_healthy{backend=\"b\"} 0"));
+    }
+
+    #[test]
+    fn repeated_calls_count_into_one_series_per_label_set() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.request_done("v2", "Decrypt", tonic::Code::Ok, Duration::from_millis(1));
+        }
+        m.request_done(
+            "v2",
+            "Decrypt",
+            tonic::Code::Unavailable,
+            Duration::from_millis(1),
+        );
+        m.request_done(
+            "v1beta1",
+            "Decrypt",
+            tonic::Code::Ok,
+            Duration::from_secs(1),
+        );
+        for _ in 0..2 {
+            m.backend_call("a", "unwrap", "ok", Duration::from_micros(50));
+        }
+        m.backend_call("b", "unwrap", "ok", Duration::from_micros(50));
+        m.backend_call("a", "unwrap", "unavailable", Duration::from_micros(50));
+        let text = m.encode();
+        for line in [
+            "polykms_requests_total{api=\"v2\",method=\"Decrypt\",code=\"OK\"} 3",
+            "polykms_requests_total{api=\"v2\",method=\"Decrypt\",code=\"Unavailable\"} 1",
+            "polykms_requests_total{api=\"v1beta1\",method=\"Decrypt\",code=\"OK\"} 1",
+            "polykms_request_duration_seconds_count{api=\"v2\",method=\"Decrypt\"} 4",
+            "polykms_request_duration_seconds_count{api=\"v1beta1\",method=\"Decrypt\"} 1",
+            "polykms_backend_requests_total{backend=\"a\",operation=\"unwrap\",outcome=\"ok\"} 2",
+            "polykms_backend_requests_total{backend=\"b\",operation=\"unwrap\",outcome=\"ok\"} 1",
+            "polykms_backend_requests_total{backend=\"a\",operation=\"unwrap\",outcome=\"unavailable\"} 1",
+            "polykms_backend_request_duration_seconds_count{backend=\"a\",operation=\"unwrap\",outcome=\"ok\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -139,14 +139,26 @@ impl Plugin {
         keyring.probe_all(settings.probe.timeout).await;
         let keyring = Arc::new(keyring);
         keyring.start_probers(&settings.probe);
-        Arc::new(Plugin {
+        let plugin = Arc::new(Plugin {
             aad: aad_for(&settings.provider_name),
             cache: settings.unwrap_cache.map(UnwrapCache::new),
             settings,
             keyring: ArcSwap::new(keyring),
             coalescer: Coalescer::default(),
             metrics,
-        })
+        });
+        if let Some(cache) = &plugin.cache {
+            tokio::spawn(purge_cache(
+                Arc::downgrade(&plugin),
+                cache.settings().ttl / 2,
+            ));
+        }
+        plugin
+    }
+
+    /// Seeds held by the unwrap cache (0 when it is off).
+    pub fn cached_seeds(&self) -> usize {
+        self.cache.as_ref().map_or(0, UnwrapCache::len)
     }
 
     pub fn settings(&self) -> &PluginSettings {
@@ -231,7 +243,13 @@ impl Plugin {
                 )
                 .collect(),
         };
-        let key_id = envelope_key_id(&envelope);
+        let pairs = envelope
+            .wraps
+            .iter()
+            .map(|w| (w.backend.as_str(), w.key_version.as_str()));
+        let key_id = ring
+            .key_id_if_current(pairs)
+            .unwrap_or_else(|| envelope_key_id(&envelope));
         let (ciphertext, annotations) = envelope
             .encode()
             .map_err(|e| CoreError::Config(e.to_string()))?;
@@ -438,12 +456,33 @@ impl Plugin {
         keyring.start_probers(&self.settings.probe);
         self.metrics.retain_backends(&keyring.backend_names());
         let old = self.keyring.swap(keyring.clone());
+        // Seeds unwrapped under the old backends must not outlive them (a backend removed by
+        // the reload no longer decrypts anything).
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
         if old.key_id() != keyring.key_id() {
             tracing::info!(old = %old.key_id(), new = %keyring.key_id(), "key_id changed by reload");
             self.metrics.key_id_changed();
         }
         self.metrics.reload(true);
         Ok(())
+    }
+}
+
+/// Drops expired seeds from the unwrap cache every `every` while the plugin lives, so they
+/// are zeroized even when no Decrypt comes to push them out.
+async fn purge_cache(plugin: std::sync::Weak<Plugin>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(plugin) = plugin.upgrade() else {
+            return;
+        };
+        if let Some(cache) = &plugin.cache {
+            cache.purge_expired();
+        }
     }
 }
 

@@ -79,8 +79,8 @@ impl KeyManagementService for KmsV1Beta1 {
         }
         .await;
         let enc = call.finish(result, |e| Done {
-            backend: e.backends.join(","),
-            key_id: e.key_id.clone(),
+            backend: Done::backends(&e.backends),
+            key_id: e.key_id.as_str().into(),
         })?;
         Ok(Response::new(EncryptResponse {
             cipher: enc.ciphertext,
@@ -102,8 +102,8 @@ impl KeyManagementService for KmsV1Beta1 {
         }
         .await;
         let out = call.finish(result, |u| Done {
-            backend: u.backend.clone(),
-            key_id: String::new(),
+            backend: u.backend.as_str().into(),
+            key_id: "".into(),
         })?;
         Ok(Response::new(DecryptResponse {
             plain: out.seed.expose().to_vec(),

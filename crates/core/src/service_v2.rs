@@ -61,8 +61,8 @@ impl KeyManagementService for KmsV2 {
             .encrypt(SecretBytes::new(plaintext), deadline)
             .await;
         let enc = call.finish(result, |e| Done {
-            backend: e.backends.join(","),
-            key_id: e.key_id.clone(),
+            backend: Done::backends(&e.backends),
+            key_id: e.key_id.as_str().into(),
         })?;
         Ok(Response::new(EncryptResponse {
             ciphertext: enc.ciphertext,
@@ -88,9 +88,9 @@ impl KeyManagementService for KmsV2 {
             .plugin
             .decrypt(&ciphertext, Some(&key_id), &annotations, deadline)
             .await;
-        let out = call.finish(result, |u| Done {
-            backend: u.backend.clone(),
-            key_id: key_id.clone(),
+        let out = call.finish(result, move |u| Done {
+            backend: u.backend.as_str().into(),
+            key_id: key_id.into(),
         })?;
         Ok(Response::new(DecryptResponse {
             plaintext: out.seed.expose().to_vec(),

@@ -153,7 +153,8 @@ impl Default for HealthConfig {
     }
 }
 
-/// `[decrypt]`: the optional unwrap cache (off by default).
+/// `[decrypt]`: the unwrap cache. On by default with a short TTL, so the Decrypt storm of a
+/// starting apiserver costs one backend call per seed; `cache_size = 0` turns it off.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecryptConfig {
@@ -166,8 +167,8 @@ pub struct DecryptConfig {
 impl Default for DecryptConfig {
     fn default() -> Self {
         DecryptConfig {
-            cache_size: 0,
-            cache_ttl: Duration::from_secs(300),
+            cache_size: 1024,
+            cache_ttl: Duration::from_secs(30),
         }
     }
 }

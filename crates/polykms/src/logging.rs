@@ -1,18 +1,22 @@
 //! Logs: `tracing`, human text on a terminal, JSON otherwise (or as configured); the level
 //! from RUST_LOG, else from `log.level`.
 //!
-//! Lines go to stderr through a writer thread, so a request never waits on a `write(2)`; the
-//! writer applies back-pressure rather than dropping lines, and `flush` drains it at exit.
+//! Lines go to stderr in batches written by one thread (`batch`), so a request never waits on
+//! a `write(2)` nor wakes a thread per line; the writer applies back-pressure rather than
+//! dropping lines, and `flush` writes out what is left at exit.
+
+mod batch;
+mod json;
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use batch::{BatchSettings, WriterGuard, batch_writer};
 
-static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static WRITER: Mutex<Option<WriterGuard>> = Mutex::new(None);
 
 pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env()
@@ -23,22 +27,12 @@ pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
         LogFormat::Auto => LogFormat::Json,
         f => f,
     };
-    // A bounded queue (its slots are allocated up front: the default 128k lines cost ~4 MiB of
-    // RSS); when full, callers wait for the writer instead of dropping lines.
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(4096)
-        .lossy(false)
-        .thread_name("polykms-log")
-        .finish(std::io::stderr());
+    let (writer, guard) = batch_writer(std::io::stderr(), BatchSettings::default());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
@@ -52,5 +46,7 @@ pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
 
 /// Writes out every buffered line; call before the process exits.
 pub fn flush() {
-    drop(WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if let Some(guard) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        guard.close();
+    }
 }

@@ -5,18 +5,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// polykms on the local key-file backend with default settings, logging at `log_level`;
-/// `unwrap_cache` entries turn the optional Decrypt cache on.
+/// `cache_size` sets `[decrypt] cache_size` (None: the default, a 1024-seed cache; 0: off).
 pub fn local(
     socket: &Path,
     http: SocketAddr,
     key_file: &Path,
     log_level: &str,
-    unwrap_cache: usize,
+    cache_size: Option<usize>,
 ) -> String {
-    let cache = if unwrap_cache > 0 {
-        format!("[decrypt]\ncache_size = {unwrap_cache}\n")
-    } else {
-        String::new()
+    let cache = match cache_size {
+        Some(n) => format!("[decrypt]\ncache_size = {n}\n"),
+        None => String::new(),
     };
     format!(
         r#"[server]
@@ -92,13 +91,13 @@ mod tests {
     }
 
     #[test]
-    fn local_config_turns_the_cache_on_only_when_asked() {
+    fn local_config_sets_the_cache_size_only_when_asked() {
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("literal address");
-        let plain = local(Path::new("/s"), addr, Path::new("/k"), "info", 0);
+        let plain = local(Path::new("/s"), addr, Path::new("/k"), "info", None);
         assert!(!plain.contains("[decrypt]"));
         assert!(plain.contains("key_files = [\"/k\"]"));
-        let cached = local(Path::new("/s"), addr, Path::new("/k"), "warn", 64);
-        assert!(cached.contains("[decrypt]\ncache_size = 64\n"));
-        assert!(cached.contains("level = \"warn\""));
+        let off = local(Path::new("/s"), addr, Path::new("/k"), "warn", Some(0));
+        assert!(off.contains("[decrypt]\ncache_size = 0\n"));
+        assert!(off.contains("level = \"warn\""));
     }
 }

@@ -75,9 +75,35 @@ impl Server {
 
     /// Resident set size now, KiB (`VmRSS` in /proc/<pid>/status).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        Ok(self.rss()?.total_kib)
+    }
+
+    /// Resident set size now, and how much of it is anonymous memory and file pages.
+    pub fn rss(&self) -> anyhow::Result<Rss> {
         let path = format!("/proc/{}/status", self.child.id());
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        vm_rss_kib(&text).with_context(|| format!("no VmRSS in {path}"))
+        let field =
+            |name: &str| status_kib(&text, name).with_context(|| format!("no {name} in {path}"));
+        Ok(Rss {
+            total_kib: field("VmRSS")?,
+            anon_kib: field("RssAnon")?,
+            file_kib: field("RssFile")?,
+        })
+    }
+
+    /// CPU time all threads of the process have run so far, ns (/proc/<pid>/task/*/schedstat).
+    pub fn cpu_ns(&self) -> anyhow::Result<u64> {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let mut total = 0;
+        for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            let path = task?.path().join("schedstat");
+            // A thread that exits between the listing and the read has nothing left to count.
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                total += schedstat_run_ns(&text)
+                    .with_context(|| format!("unexpected {}", path.display()))?;
+            }
+        }
+        Ok(total)
     }
 
     /// Open file descriptors now (entries of /proc/<pid>/fd).
@@ -155,9 +181,26 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// `VmRSS` from the text of /proc/<pid>/status, in KiB.
-pub fn vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// Time on CPU, ns: the first field of /proc/<pid>/task/<tid>/schedstat.
+pub fn schedstat_run_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+/// Resident set size, KiB: in all, anonymous memory (heap, stacks, relocated data) and pages
+/// of mapped files (the binary's code and read-only data, shared libraries).
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    pub total_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+}
+
+/// Field `name` (e.g. `VmRSS`) from the text of /proc/<pid>/status, in KiB.
+pub fn status_kib(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -227,8 +270,14 @@ polykms_decrypt_coalesced_total 240
 
     #[test]
     fn vm_rss_is_read_in_kib() {
-        let status = "Name:\tpolykms\nVmPeak:\t  20000 kB\nVmRSS:\t    7312 kB\nThreads:\t3\n";
-        assert_eq!(vm_rss_kib(status), Some(7312));
-        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
+        let status = "Name:\tpolykms\nVmPeak:\t  20000 kB\nVmRSS:\t    7312 kB\n\
+                      RssAnon:\t    1300 kB\nRssFile:\t    6012 kB\nThreads:\t3\n";
+        assert_eq!(status_kib(status, "VmRSS"), Some(7312));
+        assert_eq!(status_kib(status, "RssAnon"), Some(1300));
+        assert_eq!(status_kib(status, "RssFile"), Some(6012));
+        assert_eq!(status_kib(status, "Rss"), None);
+        assert_eq!(status_kib("Name:\tx\n", "VmRSS"), None);
+        assert_eq!(schedstat_run_ns("123456789 5000 42\n"), Some(123456789));
+        assert_eq!(schedstat_run_ns(""), None);
     }
 }

@@ -130,7 +130,12 @@ impl Scratch {
         Server::start(cmd, &socket, &self.path(&format!("{name}.log")), Some(http)).await
     }
 
-    async fn local(&self, settings: &Settings, name: &str, cache: usize) -> anyhow::Result<Server> {
+    async fn local(
+        &self,
+        settings: &Settings,
+        name: &str,
+        cache: Option<usize>,
+    ) -> anyhow::Result<Server> {
         let (key, level) = (self.key.clone(), settings.log_level.as_str());
         self.polykms(&settings.polykms, name, |s, h| {
             configs::local(s, h, &key, level, cache)
@@ -147,12 +152,12 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
 
     let mut exec_to_ready = Vec::with_capacity(settings.starts);
     for i in 0..settings.starts {
-        let s = scratch.local(settings, &format!("start{i}"), 0).await?;
+        let s = scratch.local(settings, &format!("start{i}"), None).await?;
         exec_to_ready.push(s.exec_to_ready.as_secs_f64() * 1e3);
         s.stop();
     }
 
-    let plugin = scratch.local(settings, "plugin", 0).await?;
+    let plugin = scratch.local(settings, "plugin", None).await?;
     let floor = {
         let socket = scratch.path("floor.sock");
         let mut cmd = Command::new(&settings.bench);
@@ -160,7 +165,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
         Server::start(cmd, &socket, &scratch.path("floor.log"), None).await?
     };
     tokio::time::sleep(settings.settle).await;
-    let (idle_rss_kib, idle_fds) = (plugin.rss_kib()?, plugin.fds()?);
+    let (idle_rss, idle_fds) = (plugin.rss()?, plugin.fds()?);
     let floor_idle_rss_kib = floor.rss_kib()?;
 
     load::round_trips(&floor.kms, 16, settings.warmup).await?;
@@ -171,11 +176,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
         for r in 0..settings.rounds {
             // Alternate which goes first, so drift in machine load hits both alike.
             let (floor_run, plugin_run) = if r % 2 == 0 {
-                let f = load::round_trips(&floor.kms, concurrency, count).await?;
+                let f = measure(&floor, concurrency, count).await?;
                 (f, measure(&plugin, concurrency, count).await?)
             } else {
                 let p = measure(&plugin, concurrency, count).await?;
-                (load::round_trips(&floor.kms, concurrency, count).await?, p)
+                (measure(&floor, concurrency, count).await?, p)
             };
             rounds.push(Round {
                 floor: floor_run,
@@ -199,10 +204,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     let envelopes = load::envelopes(&plugin.kms, settings.storm_envelopes).await?;
     plugin.stop();
     let mut storms = Vec::new();
-    for (label, cache) in [
-        ("default", 0),
-        ("unwrap cache", settings.storm_envelopes * 2),
-    ] {
+    // The default configuration (coalescing and the unwrap cache), then coalescing alone.
+    for (label, cache) in [("default", None), ("cache off", Some(0))] {
         let fresh = scratch
             .local(settings, &format!("storm-{}", storms.len()), cache)
             .await?;
@@ -227,7 +230,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
         status,
         storms,
         footprint: Footprint {
-            idle_rss_kib,
+            idle_rss_kib: idle_rss.total_kib,
+            idle_rss_anon_kib: idle_rss.anon_kib,
+            idle_rss_file_kib: idle_rss.file_kib,
             loaded_rss_kib,
             idle_fds,
             loaded_fds,
@@ -244,10 +249,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn measure(plugin: &Server, concurrency: usize, count: usize) -> anyhow::Result<LoadRun> {
-    load::round_trips(&plugin.kms, concurrency, count)
+/// Round-trips against `server`, with the CPU time it spent on them.
+async fn measure(server: &Server, concurrency: usize, count: usize) -> anyhow::Result<LoadRun> {
+    let before = server.cpu_ns()?;
+    let mut run = load::round_trips(&server.kms, concurrency, count)
         .await
-        .with_context(|| plugin.log_tail())
+        .with_context(|| server.log_tail())?;
+    let spent_ns = server.cpu_ns()?.saturating_sub(before);
+    run.server_cpu_us = spent_ns as f64 / 1e3 / run.round_trips as f64;
+    Ok(run)
 }
 
 fn concurrency_summary(concurrency: usize, rounds: Vec<Round>) -> Concurrency {
@@ -260,6 +270,7 @@ fn concurrency_summary(concurrency: usize, rounds: Vec<Round>) -> Concurrency {
         median_p50_ratio: ratio(|l| l.latency.p50_us),
         median_p99_ratio: ratio(|l| l.latency.p99_us),
         median_throughput_ratio: ratio(|l| l.per_sec),
+        median_cpu_ratio: ratio(|l| l.server_cpu_us),
         rounds,
     }
 }

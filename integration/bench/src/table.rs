@@ -38,7 +38,7 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         t,
-        "{:>4} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "{:>4} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
         "c",
         "floor p50",
         "plugin p50",
@@ -48,7 +48,8 @@ pub fn table(r: &Report) -> String {
         "plugin rt/s",
         "p50 x",
         "p99 x",
-        "rt/s x"
+        "rt/s x",
+        "cpu/rt x"
     );
     for c in &r.round_trips {
         let med = |f: &dyn Fn(&Round) -> f64| {
@@ -56,7 +57,7 @@ pub fn table(r: &Report) -> String {
         };
         let _ = writeln!(
             t,
-            "{:>4} {:>9.0}µs {:>9.0}µs {:>9.0}µs {:>9.0}µs {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2}",
+            "{:>4} {:>9.0}µs {:>9.0}µs {:>9.0}µs {:>9.0}µs {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             c.concurrency,
             med(&|r| r.floor.latency.p50_us),
             med(&|r| r.plugin.latency.p50_us),
@@ -66,7 +67,8 @@ pub fn table(r: &Report) -> String {
             med(&|r| r.plugin.per_sec),
             c.median_p50_ratio,
             c.median_p99_ratio,
-            c.median_throughput_ratio
+            c.median_throughput_ratio,
+            c.median_cpu_ratio
         );
     }
     let s = &r.status;
@@ -110,8 +112,10 @@ pub fn table(r: &Report) -> String {
     let f = &r.footprint;
     let _ = writeln!(
         t,
-        "\nFootprint: idle RSS {:.1} MiB ({} fds), after load {:.1} MiB ({} fds); floor idle {:.1} MiB",
+        "\nFootprint: idle RSS {:.1} MiB ({:.1} anonymous, {:.1} file pages; {} fds), after load {:.1} MiB ({} fds); floor idle {:.1} MiB",
         f.idle_rss_kib as f64 / 1024.0,
+        f.idle_rss_anon_kib as f64 / 1024.0,
+        f.idle_rss_file_kib as f64 / 1024.0,
         f.idle_fds,
         f.loaded_rss_kib as f64 / 1024.0,
         f.loaded_fds,

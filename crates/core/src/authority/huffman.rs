@@ -14,26 +14,89 @@ struct Tree {
 
 const LEAF: u16 = 0x8000;
 
-fn tree() -> &'static Tree {
-    static TREE: OnceLock<Tree> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let mut nodes = vec![[0u16; 2]];
-        for (sym, (&code, &len)) in ENCODE_CODES.iter().zip(&ENCODE_CODE_LENGTHS).enumerate() {
-            let mut node = 0usize;
-            for bit_index in (0..len).rev() {
-                let bit = ((code >> bit_index) & 1) as usize;
-                if bit_index == 0 {
-                    nodes[node][bit] = LEAF | sym as u16;
-                } else {
-                    if nodes[node][bit] == 0 {
-                        nodes.push([0, 0]);
-                        nodes[node][bit] = (nodes.len() - 1) as u16;
-                    }
-                    node = nodes[node][bit] as usize;
+fn build_tree() -> Tree {
+    let mut nodes = vec![[0u16; 2]];
+    for (sym, (&code, &len)) in ENCODE_CODES.iter().zip(&ENCODE_CODE_LENGTHS).enumerate() {
+        let mut node = 0usize;
+        for bit_index in (0..len).rev() {
+            let bit = ((code >> bit_index) & 1) as usize;
+            if bit_index == 0 {
+                nodes[node][bit] = LEAF | sym as u16;
+            } else {
+                if nodes[node][bit] == 0 {
+                    nodes.push([0, 0]);
+                    nodes[node][bit] = (nodes.len() - 1) as u16;
+                }
+                node = nodes[node][bit] as usize;
+            }
+        }
+    }
+    Tree { nodes }
+}
+
+/// One step of the decoder: from a tree node, four input bits lead to `next`, emitting at
+/// most one symbol (codes are at least 5 bits long).
+#[derive(Clone, Copy, Default)]
+struct Step {
+    next: u16,
+    symbol: u8,
+    flags: u8,
+}
+
+const EMIT: u8 = 1;
+const FAIL: u8 = 2;
+
+/// The tree turned into a table walked a nibble at a time (as h2's decoder does), and which
+/// nodes may end a string: those reached by at most 7 one-bits (valid padding).
+struct Steps {
+    steps: Vec<[Step; 16]>,
+    accepting: Vec<bool>,
+}
+
+fn steps() -> &'static Steps {
+    static STEPS: OnceLock<Steps> = OnceLock::new();
+    STEPS.get_or_init(|| {
+        let tree = build_tree();
+        let n = tree.nodes.len();
+        // Depth and "path is all ones" of every internal node, parents before children.
+        let mut accepting = vec![false; n];
+        let mut path = vec![(0u32, true); n];
+        accepting[0] = true;
+        for node in 0..n {
+            let (depth, ones) = path[node];
+            for (bit, &child) in tree.nodes[node].iter().enumerate() {
+                if child != 0 && child & LEAF == 0 {
+                    let c = child as usize;
+                    path[c] = (depth + 1, ones && bit == 1);
+                    accepting[c] = depth < 7 && ones && bit == 1;
                 }
             }
         }
-        Tree { nodes }
+        let steps = (0..n)
+            .map(|start| {
+                let mut row = [Step::default(); 16];
+                for (nibble, step) in row.iter_mut().enumerate() {
+                    let mut node = start;
+                    for shift in (0..4).rev() {
+                        let next = tree.nodes[node][(nibble >> shift) & 1];
+                        if next == 0 {
+                            step.flags = FAIL;
+                            break;
+                        }
+                        if next & LEAF != 0 {
+                            step.symbol = (next & !LEAF) as u8;
+                            step.flags |= EMIT;
+                            node = 0;
+                        } else {
+                            node = next as usize;
+                        }
+                    }
+                    step.next = node as u16;
+                }
+                row
+            })
+            .collect();
+        Steps { steps, accepting }
     })
 }
 
@@ -44,33 +107,25 @@ pub(super) struct InvalidHuffman;
 /// Decodes `encoded`, calling `emit` for each symbol. Rejects EOS, codes that lead nowhere, and
 /// padding that is longer than 7 bits or not all ones (RFC 7541 §5.2).
 pub(super) fn decode(encoded: &[u8], mut emit: impl FnMut(u8)) -> Result<(), InvalidHuffman> {
-    let tree = tree();
+    let table = steps();
     let mut node = 0usize;
-    let mut depth = 0u32; // bits consumed since the last symbol
-    let mut all_ones = true;
     for &byte in encoded {
-        for shift in (0..8).rev() {
-            let bit = ((byte >> shift) & 1) as usize;
-            all_ones &= bit == 1;
-            depth += 1;
-            let next = tree.nodes[node][bit];
-            if next == 0 {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            let step = table.steps[node][nibble as usize];
+            if step.flags & FAIL != 0 {
                 return Err(InvalidHuffman);
             }
-            if next & LEAF != 0 {
-                emit((next & !LEAF) as u8);
-                node = 0;
-                depth = 0;
-                all_ones = true;
-            } else {
-                node = next as usize;
+            if step.flags & EMIT != 0 {
+                emit(step.symbol);
             }
+            node = step.next as usize;
         }
     }
-    if depth > 7 || !all_ones {
-        return Err(InvalidHuffman);
+    if table.accepting[node] {
+        Ok(())
+    } else {
+        Err(InvalidHuffman)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -127,6 +182,68 @@ mod tests {
         let mut e = encode(b"a");
         e.push(0xff);
         assert_eq!(decode_vec(&e), Err(InvalidHuffman));
+    }
+
+    /// The tree walked a bit at a time: the reference the table is checked against.
+    fn decode_bitwise(encoded: &[u8]) -> Result<Vec<u8>, InvalidHuffman> {
+        let tree = build_tree();
+        let (mut node, mut depth, mut all_ones, mut out) = (0usize, 0u32, true, Vec::new());
+        for &byte in encoded {
+            for shift in (0..8).rev() {
+                let bit = ((byte >> shift) & 1) as usize;
+                all_ones &= bit == 1;
+                depth += 1;
+                let next = tree.nodes[node][bit];
+                if next == 0 {
+                    return Err(InvalidHuffman);
+                }
+                if next & LEAF != 0 {
+                    out.push((next & !LEAF) as u8);
+                    (node, depth, all_ones) = (0, 0, true);
+                } else {
+                    node = next as usize;
+                }
+            }
+        }
+        if depth > 7 || !all_ones {
+            return Err(InvalidHuffman);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn rejects_eos() {
+        // EOS is 30 one-bits; four bytes of ones contain it.
+        assert_eq!(decode_vec(&[0xff; 4]), Err(InvalidHuffman));
+        assert_eq!(decode_bitwise(&[0xff; 4]), Err(InvalidHuffman));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn table_decoder_agrees_with_the_bitwise_one_on_any_input(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24)
+        ) {
+            proptest::prop_assert_eq!(decode_vec(&bytes), decode_bitwise(&bytes));
+        }
+
+        #[test]
+        fn table_decoder_agrees_on_encodings_and_their_mutations(
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let mut e = encode(&text);
+            proptest::prop_assert_eq!(decode_vec(&e), Ok(text));
+            if !e.is_empty() {
+                let i = flip.0 % e.len();
+                e[i] ^= flip.1;
+                proptest::prop_assert_eq!(decode_vec(&e), decode_bitwise(&e));
+                e.truncate(cut % e.len());
+                proptest::prop_assert_eq!(decode_vec(&e), decode_bitwise(&e));
+            }
+        }
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {

@@ -485,6 +485,49 @@ async fn unwrap_cache_answers_repeat_decrypts_without_the_backend() {
     assert_eq!(t.unwraps.load(Ordering::SeqCst), 1);
 }
 
+async fn cached_plugin(t: &Arc<TestBackend>, ttl: Duration) -> Arc<Plugin> {
+    let metrics = Arc::new(Metrics::new());
+    let ring = Keyring::new(vec![named("t", t.clone())], &["t".into()], metrics.clone()).unwrap();
+    let mut settings = fast_settings();
+    settings.unwrap_cache = Some(CacheSettings { capacity: 16, ttl });
+    Plugin::start(settings, ring, metrics).await
+}
+
+#[tokio::test]
+async fn a_reload_empties_the_unwrap_cache() {
+    let (t, other) = (TestBackend::new("v1"), TestBackend::new("v1"));
+    let p = cached_plugin(&t, Duration::from_secs(60)).await;
+    let enc = p.encrypt(seed(15), deadline()).await.unwrap();
+    decrypt_of(&p, &enc).await.unwrap();
+    decrypt_of(&p, &enc).await.unwrap();
+    assert_eq!(t.unwraps.load(Ordering::SeqCst), 1);
+
+    // The backend that wrapped `enc` is removed: its cached seed must not decrypt any more.
+    let ring = Keyring::new(
+        vec![named("other", other)],
+        &["other".into()],
+        p.metrics().clone(),
+    )
+    .unwrap();
+    p.reload(ring).await.unwrap();
+    let err = decrypt_of(&p, &enc).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(t.unwraps.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn cached_seeds_expire_and_are_purged_in_the_background() {
+    let t = TestBackend::new("v1");
+    let p = cached_plugin(&t, Duration::from_secs(1)).await;
+    let enc = p.encrypt(seed(16), deadline()).await.unwrap();
+    decrypt_of(&p, &enc).await.unwrap();
+    assert_eq!(p.cached_seeds(), 1);
+    // Nobody asks again; the purge timer alone empties the cache.
+    wait_for(|| p.cached_seeds() == 0, Duration::from_secs(20)).await;
+    decrypt_of(&p, &enc).await.unwrap();
+    assert_eq!(t.unwraps.load(Ordering::SeqCst), 2);
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) {
     let start = std::time::Instant::now();
     while !cond() {

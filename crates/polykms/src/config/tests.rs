@@ -31,6 +31,8 @@ fn minimal_local_config_loads_with_defaults_and_resolves_relative_paths() {
     assert_eq!(c.server.status_version, StatusVersionName::V2);
     assert_eq!(c.http.listen, "127.0.0.1:8095");
     assert_eq!(c.health.probe_interval, Duration::from_secs(30));
+    assert_eq!(c.decrypt.cache_size, 1024);
+    assert_eq!(c.decrypt.cache_ttl, Duration::from_secs(30));
     #[allow(irrefutable_let_patterns)] // irrefutable when only the local backend is compiled in
     let crate::backends::BackendSettings::Local(l) = &c.backends[0].settings else {
         panic!("local backend expected")
