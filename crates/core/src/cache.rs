@@ -28,6 +28,8 @@ struct Entries<T> {
     /// Keys by insertion time, oldest first: insertion time is expiry order, so expired and
     /// evicted entries both come off the front.
     order: VecDeque<([u8; 32], Instant)>,
+    /// Bumped by `clear`: an unwrap that started before it must not insert after it.
+    generation: u64,
 }
 
 /// Unwrapped seeds by request digest, bounded in count and age.
@@ -45,6 +47,7 @@ impl<T: Clone> UnwrapCache<T> {
             entries: Mutex::new(Entries {
                 values: HashMap::with_capacity(reserve),
                 order: VecDeque::with_capacity(reserve),
+                generation: 0,
             }),
         }
     }
@@ -64,13 +67,22 @@ impl<T: Clone> UnwrapCache<T> {
         None
     }
 
-    /// Adds an entry; a key already present keeps its first value and expiry.
-    pub fn insert(&self, key: [u8; 32], value: T) {
+    /// The current generation; take it before unwrapping, give it to `insert`.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Adds an entry unless the cache was cleared since `generation` was taken; a key already
+    /// present keeps its first value and expiry.
+    pub fn insert(&self, key: [u8; 32], value: T, generation: u64) {
         if self.settings.capacity == 0 || self.settings.ttl.is_zero() {
             return;
         }
         let now = Instant::now();
         let mut entries = self.lock();
+        if entries.generation != generation {
+            return;
+        }
         self.drop_expired(&mut entries, now);
         if entries.values.contains_key(&key) {
             return;
@@ -94,9 +106,10 @@ impl<T: Clone> UnwrapCache<T> {
         entries.values.len()
     }
 
-    /// Drops every entry.
+    /// Drops every entry, and refuses inserts of unwraps that started before.
     pub fn clear(&self) {
         let mut entries = self.lock();
+        entries.generation += 1;
         entries.values.clear();
         entries.order.clear();
     }
@@ -147,9 +160,9 @@ mod tests {
     #[test]
     fn bounded_by_capacity_evicting_oldest() {
         let c = cache(2, Duration::from_secs(60));
-        c.insert([1; 32], secret(1));
-        c.insert([2; 32], secret(2));
-        c.insert([3; 32], secret(3));
+        c.insert([1; 32], secret(1), 0);
+        c.insert([2; 32], secret(2), 0);
+        c.insert([3; 32], secret(3), 0);
         assert_eq!(c.len(), 2);
         assert!(c.get(&[1; 32]).is_none());
         assert_eq!(c.get(&[3; 32]).unwrap().expose(), &[3; 32]);
@@ -158,7 +171,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_after_ttl() {
         let c = cache(8, 20 * MS);
-        c.insert([1; 32], secret(1));
+        c.insert([1; 32], secret(1), 0);
         advance(19 * MS).await;
         assert!(c.get(&[1; 32]).is_some());
         advance(MS).await;
@@ -169,9 +182,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expired_entries_are_purged_without_being_asked_for() {
         let c = cache(8, 30 * MS);
-        c.insert([1; 32], secret(1));
+        c.insert([1; 32], secret(1), 0);
         advance(40 * MS).await;
-        c.insert([2; 32], secret(2));
+        c.insert([2; 32], secret(2), 0);
         // [1] expired and went when [2] was added; [2] goes once it expires too.
         assert_eq!(c.len(), 1);
         assert_eq!(c.purge_expired(), 1);
@@ -183,10 +196,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_key_keeps_its_first_expiry_however_often_it_is_read_or_added() {
         let c = cache(8, 60 * MS);
-        c.insert([1; 32], secret(1));
+        c.insert([1; 32], secret(1), 0);
         advance(35 * MS).await;
         assert!(c.get(&[1; 32]).is_some());
-        c.insert([1; 32], secret(9));
+        c.insert([1; 32], secret(9), 0);
         assert_eq!(c.get(&[1; 32]).unwrap().expose(), &[1; 32]);
         advance(35 * MS).await;
         assert!(
@@ -199,7 +212,7 @@ mod tests {
     fn eviction_follows_insertion_order_and_clear_empties() {
         let c = cache(3, Duration::from_secs(60));
         for k in 1..=5u8 {
-            c.insert([k; 32], secret(k));
+            c.insert([k; 32], secret(k), 0);
         }
         assert_eq!(c.len(), 3);
         assert!(c.get(&[2; 32]).is_none());
@@ -211,10 +224,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unwrap_started_before_a_clear_is_not_cached_after_it() {
+        let c = cache(8, Duration::from_secs(60));
+        let before = c.generation();
+        c.clear();
+        c.insert([1; 32], secret(1), before);
+        assert!(c.get(&[1; 32]).is_none());
+        c.insert([1; 32], secret(1), c.generation());
+        assert!(c.get(&[1; 32]).is_some());
+    }
+
+    #[test]
     fn zero_capacity_or_ttl_caches_nothing() {
         for (capacity, ttl) in [(0, Duration::from_secs(60)), (8, Duration::ZERO)] {
             let c = cache(capacity, ttl);
-            c.insert([1; 32], secret(1));
+            c.insert([1; 32], secret(1), 0);
             assert!(c.get(&[1; 32]).is_none());
             assert!(c.is_empty());
         }

@@ -305,10 +305,15 @@ impl Plugin {
         let (result, joined) = self
             .coalescer
             .run(digest, async move {
+                // Taken before the keyring is read: a reload clears the cache after swapping
+                // the keyring, and this unwrap's seed is then not cached.
+                let generation = this.cache.as_ref().map(UnwrapCache::generation);
                 let result = this.unwrap_envelope(envelope, deadline).await.map(Arc::new);
                 // Cached before the in-flight entry goes, so no caller misses both.
-                if let (Ok(seed), Some(cache)) = (&result, &this.cache) {
-                    cache.insert(digest, seed.clone());
+                if let (Ok(seed), Some(cache), Some(generation)) =
+                    (&result, &this.cache, generation)
+                {
+                    cache.insert(digest, seed.clone(), generation);
                 }
                 result
             })
