@@ -4,7 +4,7 @@
 //! stop when dropped.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls_pki_types::pem::PemObject;
@@ -71,6 +71,43 @@ impl Drop for ForwardProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The password in the proxy tests' credentials file; no description may show it.
+const TEST_PROXY_PASSWORD: &str = "s3cret";
+
+/// Writes the proxy tests' credentials (`svc-polykms:s3cret`) to a `proxy_credentials_file`
+/// in `dir` and returns its path.
+pub fn write_test_proxy_credentials(dir: &Path) -> PathBuf {
+    let file = dir.join("proxy-auth");
+    std::fs::write(&file, format!("svc-polykms:{TEST_PROXY_PASSWORD}\n"))
+        .expect("writing the test proxy credentials");
+    file
+}
+
+/// Asserts that requests went through the proxy, each with the `Proxy-Authorization` header
+/// made from `write_test_proxy_credentials`, and that the backend's `describe` line names the
+/// configured proxy without the password: the same expectation for every remote backend.
+/// Where the requests went is the caller's to check (absolute-form URLs or CONNECT tunnels).
+pub fn assert_proxied_with_test_credentials(passed: &[Passed], describe: &str) {
+    assert!(!passed.is_empty(), "nothing went through the proxy");
+    for p in passed {
+        assert_eq!(
+            p.proxy_authorization.as_deref(),
+            Some("Basic c3ZjLXBvbHlrbXM6czNjcmV0"),
+            "{p:?}"
+        );
+    }
+    assert!(
+        describe.contains("(from config proxy)") && !describe.contains(TEST_PROXY_PASSWORD),
+        "{describe}"
+    );
+}
+
+/// Asserts that nothing went through `proxy` and that `describe` says `no_proxy` matched.
+pub fn assert_bypassed_by_no_proxy(proxy: &ForwardProxy, describe: &str) {
+    assert_eq!(proxy.passed(), vec![]);
+    assert!(describe.contains("no proxy (no_proxy match)"), "{describe}");
 }
 
 /// Asserts that `backend`, configured with a proxy that refuses connections, fails its probe

@@ -6,8 +6,9 @@ mod common;
 
 use polykms_backend::KeyEncryptionBackend;
 use polykms_net::testing::{
-    ForwardProxy, TlsRelay, assert_refused_proxy_is_quick_unavailable, refusing_proxy_url,
-    socket_addr_of, test_ca,
+    ForwardProxy, TlsRelay, assert_bypassed_by_no_proxy, assert_proxied_with_test_credentials,
+    assert_refused_proxy_is_quick_unavailable, refusing_proxy_url, socket_addr_of, test_ca,
+    write_test_proxy_credentials,
 };
 use polykms_vault::VaultConfig;
 
@@ -50,12 +51,7 @@ async fn no_proxy_sends_matching_hosts_direct() {
     c.network.no_proxy = Some(vec!["localhost".into(), "127.0.0.0/8".into()]);
     let b = e.backend(&c).await;
     b.probe().await.expect("probe direct");
-    assert_eq!(proxy.passed(), vec![]);
-    assert!(
-        b.describe().contains("no proxy (no_proxy match)"),
-        "{}",
-        b.describe()
-    );
+    assert_bypassed_by_no_proxy(&proxy, &b.describe());
 }
 
 #[tokio::test]
@@ -64,23 +60,14 @@ async fn proxy_credentials_come_from_the_file() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("proxy-auth");
-    std::fs::write(&file, "svc-polykms:s3cret\n").unwrap();
+    let file = write_test_proxy_credentials(dir.path());
     let proxy = ForwardProxy::start().await.unwrap();
     let mut c = config(&e);
     c.network.proxy = Some(proxy.url());
     c.network.proxy_credentials_file = Some(file);
     let b = e.backend(&c).await;
     b.probe().await.expect("probe through the proxy");
-    let passed = proxy.passed();
-    assert!(!passed.is_empty());
-    for p in passed {
-        assert_eq!(
-            p.proxy_authorization.as_deref(),
-            Some("Basic c3ZjLXBvbHlrbXM6czNjcmV0")
-        );
-    }
-    assert!(!b.describe().contains("s3cret"));
+    assert_proxied_with_test_credentials(&proxy.passed(), &b.describe());
 }
 
 #[tokio::test]
