@@ -24,3 +24,29 @@ pub struct EncryptedObject {
     #[prost(int32, tag = "5")]
     pub encrypted_dek_source_type: i32,
 }
+
+/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`): the
+/// range end that reads a whole prefix, e.g. `/registry/secrets/`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: scan to the end of the keyspace.
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_0xff() {
+        assert_eq!(prefix_end(b"/registry/secrets/"), b"/registry/secrets0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\x00");
+    }
+}

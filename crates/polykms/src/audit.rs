@@ -172,7 +172,7 @@ fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, Failure> {
 async fn scan(options: &Options) -> Result<Tally, Failure> {
     let mut client = connect(options).await?;
     let prefix = options.prefix.as_bytes();
-    let end = prefix_end(prefix);
+    let end = polykms_core::storage::prefix_end(prefix);
     let mut start = prefix.to_vec();
     let mut revision = 0;
     let mut tally = Tally::default();
@@ -208,19 +208,6 @@ fn unavailable(why: &str) -> Failure {
     Failure::Unavailable(format!("reading etcd failed: {why}"))
 }
 
-/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // Every byte was 0xff: scan to the end of the keyspace.
-    vec![0]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,13 +222,6 @@ mod tests {
             expect: Expectations::default(),
             output: "table".into(),
         }
-    }
-
-    #[test]
-    fn prefix_end_increments_the_last_byte_below_0xff() {
-        assert_eq!(prefix_end(b"/registry/secrets/"), b"/registry/secrets0");
-        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff"), b"\x00");
     }
 
     #[test]

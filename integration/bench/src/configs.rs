@@ -18,21 +18,14 @@ pub fn local(
         None => String::new(),
     };
     format!(
-        r#"[server]
-socket = {socket}
-[http]
-listen = "{http}"
-[log]
-format = "json"
-level = "{log_level}"
-{cache}[[backends]]
+        r#"{head}{cache}[[backends]]
 name = "local"
 type = "local"
 key_files = [{key}]
 [encrypt]
 with = ["local"]
 "#,
-        socket = toml_string(socket),
+        head = head(socket, http, log_level),
         key = toml_string(key_file),
     )
 }
@@ -41,14 +34,7 @@ with = ["local"]
 /// prober fails, and Status reports unhealthy from memory.
 pub fn unreachable_vault(socket: &Path, http: SocketAddr, port: u16, token_file: &Path) -> String {
     format!(
-        r#"[server]
-socket = {socket}
-[http]
-listen = "{http}"
-[log]
-format = "json"
-level = "info"
-[health]
+        r#"{head}[health]
 unhealthy_probe_interval = "200ms"
 probe_timeout = "500ms"
 [[backends]]
@@ -61,8 +47,23 @@ auth = {{ method = "token", token_file = {token} }}
 [encrypt]
 with = ["vault-down"]
 "#,
-        socket = toml_string(socket),
+        head = head(socket, http, "info"),
         token = toml_string(token_file),
+    )
+}
+
+/// `[server]`, `[http]` and `[log]` (JSON at `log_level`) of every config the bench writes.
+fn head(socket: &Path, http: SocketAddr, log_level: &str) -> String {
+    format!(
+        r#"[server]
+socket = {socket}
+[http]
+listen = "{http}"
+[log]
+format = "json"
+level = "{log_level}"
+"#,
+        socket = toml_string(socket),
     )
 }
 

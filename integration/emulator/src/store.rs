@@ -57,7 +57,7 @@ impl Store {
     /// One page of keys under `prefix`, starting at `start` (inclusive).
     pub async fn page(&mut self, prefix: &[u8], start: &[u8]) -> anyhow::Result<Page> {
         let options = GetOptions::new()
-            .with_range(prefix_end(prefix))
+            .with_range(polykms_core::storage::prefix_end(prefix))
             .with_limit(PAGE_SIZE);
         let mut resp = self
             .client
@@ -84,16 +84,4 @@ pub struct Page {
     pub kvs: Vec<KeyValue>,
     /// Where the next page starts, if there is one.
     pub next: Option<Vec<u8>>,
-}
-
-/// The first key after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
