@@ -58,11 +58,11 @@ def keygen(path):
 class Plugin:
     """A running `polykms serve` process."""
 
-    def __init__(self, workdir, config_text, name="polykms", extra_env=None, expect_ready=True):
+    def __init__(self, workdir, config_text, name="polykms", extra_env=None, expect_ready=True, config_path=None):
         self.workdir = Path(workdir)
         self.socket = str(self.workdir / "kms.sock")
         self.http_port = free_port()
-        self.config = self.workdir / f"{name}.toml"
+        self.config = Path(config_path) if config_path else self.workdir / f"{name}.toml"
         text = config_text.replace("@SOCKET@", self.socket).replace("@HTTP@", f"127.0.0.1:{self.http_port}")
         self.config.write_text(textwrap.dedent(text))
         LOG_DIR.mkdir(parents=True, exist_ok=True)

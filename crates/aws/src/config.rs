@@ -71,6 +71,13 @@ fn default_max_attempts() -> u32 {
     DEFAULT_MAX_ATTEMPTS
 }
 
+impl polykms_backend::ConfigFiles for AwsConfig {
+    /// Only the network files: credentials come from the SDK's chain, not from named files.
+    fn file_paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+        self.network.file_paths_mut()
+    }
+}
+
 impl AwsConfig {
     /// A config for `key` with every optional field at its default.
     pub fn new(key: impl Into<String>) -> Self {

@@ -171,6 +171,21 @@ fn default_max_retries() -> u32 {
     DEFAULT_MAX_RETRIES
 }
 
+impl polykms_backend::ConfigFiles for AzureConfig {
+    fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut files = self.network.file_paths_mut();
+        match &mut self.auth {
+            AzureAuth::WorkloadIdentity { token_file, .. } => files.extend(token_file.iter_mut()),
+            AzureAuth::ManagedIdentity { .. } => {}
+            AzureAuth::ClientSecret {
+                client_secret_file, ..
+            } => files.push(client_secret_file),
+            AzureAuth::TokenFile { token_file } => files.push(token_file),
+        }
+        files
+    }
+}
+
 impl AzureConfig {
     /// The pinned key version, if any (an empty string means versionless).
     pub fn pinned_version(&self) -> Option<&str> {

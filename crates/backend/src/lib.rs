@@ -5,6 +5,7 @@
 //! any key store. This crate has no runtime, no SDK and no network dependency on purpose.
 
 mod error;
+mod files;
 mod secret;
 mod sensitive;
 mod types;
@@ -15,6 +16,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 pub use error::{BackendError, ErrorKind};
+pub use files::ConfigFiles;
 pub use secret::SecretBytes;
 pub use sensitive::SensitiveString;
 pub use types::{KeyVersion, WrappedKey};

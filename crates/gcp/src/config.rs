@@ -115,6 +115,16 @@ impl fmt::Debug for GcpAuth {
     }
 }
 
+impl polykms_backend::ConfigFiles for GcpConfig {
+    fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut files = self.network.file_paths_mut();
+        if let GcpAuth::ServiceAccount { credentials_file } = &mut self.auth {
+            files.push(credentials_file);
+        }
+        files
+    }
+}
+
 impl GcpConfig {
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {

@@ -34,6 +34,12 @@ pub struct LocalConfig {
     pub generate_if_missing: bool,
 }
 
+impl polykms_backend::ConfigFiles for LocalConfig {
+    fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        self.key_files.iter_mut().collect()
+    }
+}
+
 /// One loaded key and its public version id.
 struct LocalKey {
     version: KeyVersion,

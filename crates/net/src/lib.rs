@@ -48,6 +48,14 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// `proxy_credentials_file` and `ca_file` when set, for [`polykms_backend::ConfigFiles`].
+    pub fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        self.proxy_credentials_file
+            .iter_mut()
+            .chain(self.ca_file.iter_mut())
+            .collect()
+    }
+
     /// Resolves against the process environment (see [`NetworkConfig::resolve_with`]).
     pub fn resolve(&self) -> Result<Network, NetError> {
         self.resolve_with(|name| std::env::var(name).ok())

@@ -1,10 +1,10 @@
 //! The backend registry: one config variant and one constructor line per backend crate, each
 //! behind its cargo feature. Adding a backend is a crate, a variant here, and a match arm.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use polykms_backend::{BackendError, KeyEncryptionBackend};
+use polykms_backend::{BackendError, ConfigFiles, KeyEncryptionBackend};
 use polykms_core::NamedBackend;
 use serde::Deserialize;
 
@@ -41,14 +41,32 @@ impl BackendSettings {
         }
     }
 
-    /// Makes relative key file paths relative to the config file's directory (other backends'
-    /// file settings are taken as written: use absolute paths there).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        // Irrefutable when only the local backend is compiled in.
-        #[allow(irrefutable_let_patterns)]
-        if let BackendSettings::Local(c) = self {
-            c.key_files.iter_mut().for_each(|p| resolve(base, p));
+    /// Every file these settings name (key files, CA bundles, token, PIN, secret and
+    /// credential files): a new backend lists its own through [`ConfigFiles`].
+    fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            BackendSettings::Local(c) => c.file_paths_mut(),
+            #[cfg(feature = "aws")]
+            BackendSettings::Aws(c) => c.file_paths_mut(),
+            #[cfg(feature = "vault")]
+            BackendSettings::Vault(c) => c.file_paths_mut(),
+            #[cfg(feature = "gcp")]
+            BackendSettings::Gcp(c) => c.file_paths_mut(),
+            #[cfg(feature = "azure")]
+            BackendSettings::Azure(c) => c.file_paths_mut(),
         }
+    }
+
+    /// Makes every relative file path relative to the config file's directory and returns
+    /// the resolved paths (the files a config reload watches).
+    pub fn resolve_paths(&mut self, base: &Path) -> Vec<PathBuf> {
+        self.file_paths_mut()
+            .into_iter()
+            .map(|p| {
+                resolve(base, p);
+                p.clone()
+            })
+            .collect()
     }
 
     async fn connect(&self) -> Result<Arc<dyn KeyEncryptionBackend>, BackendError> {

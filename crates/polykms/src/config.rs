@@ -29,6 +29,9 @@ pub struct Config {
     pub security: SecurityConfig,
     pub backends: Vec<BackendEntry>,
     pub encrypt: EncryptConfig,
+    /// The files the backends' settings name, resolved (not a config key).
+    #[serde(skip)]
+    pub referenced_files: Vec<PathBuf>,
 }
 
 /// `[server]`: the KMS socket and API surface. Changing it needs a restart.
@@ -46,6 +49,9 @@ pub struct ServerConfig {
     /// Deadline of a call without `grpc-timeout`.
     #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
+    /// Reload when the config file, or a file it names, changes on disk (a ConfigMap's
+    /// `..data` swap, an editor's save), exactly as on SIGHUP.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +62,7 @@ impl Default for ServerConfig {
             status_version: StatusVersionName::V2,
             provider_name: "polykms".into(),
             default_timeout: Duration::from_secs(3),
+            watch_config: true,
         }
     }
 }
@@ -242,11 +249,14 @@ impl Config {
         config.resolved(&base).validate()
     }
 
-    /// Makes relative file paths in backend settings relative to the config file's directory.
+    /// Makes relative file paths in backend settings relative to the config file's directory,
+    /// and records them.
     fn resolved(mut self, base: &Path) -> Config {
+        let mut files = Vec::new();
         for b in &mut self.backends {
-            b.settings.resolve_paths(base);
+            files.extend(b.settings.resolve_paths(base));
         }
+        self.referenced_files = files;
         self
     }
 

@@ -7,7 +7,9 @@ mod cli;
 mod config;
 mod hardening;
 mod logging;
+mod reload;
 mod serve;
+mod watch;
 
 use std::process::ExitCode;
 

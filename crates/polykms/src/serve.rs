@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::backends;
 use crate::cli::Failure;
 use crate::config::{ApiName, Config, LogFormat, StatusVersionName};
-use crate::{hardening, logging};
+use crate::{hardening, logging, reload};
 
 pub fn run(
     path: &Path,
@@ -98,7 +98,7 @@ async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
             },
         ))
     });
-    let reload_task = tokio::spawn(reload_on_sighup(path, config.clone(), plugin.clone()));
+    let reload_task = tokio::spawn(reload::run(path, config.clone(), plugin.clone()));
 
     let apis: Vec<Api> = config
         .server
@@ -125,41 +125,4 @@ async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
     result.context("serving the KMS API")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn reload_on_sighup(path: PathBuf, running: Config, plugin: Arc<Plugin>) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; live reload is off");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
-        match reload(&path, &running, &plugin).await {
-            Ok(()) => {
-                let s = plugin.status();
-                tracing::info!(key_id = %s.key_id, healthz = %s.healthz, "configuration reloaded");
-            }
-            Err(e) => {
-                plugin.metrics().reload(false);
-                tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
-            }
-        }
-    }
-}
-
-async fn reload(path: &Path, running: &Config, plugin: &Plugin) -> Result<(), Failure> {
-    let next = Config::load(path)?;
-    if next.restart_only() != running.restart_only() {
-        tracing::warn!(
-            "[server] and [http] changes take effect only after a restart; applying backends and encrypt.with"
-        );
-    }
-    let ring = keyring(&next, plugin.metrics().clone()).await?;
-    plugin
-        .reload(ring)
-        .await
-        .map_err(|e| Failure::Config(e.to_string()))
 }

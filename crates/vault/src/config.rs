@@ -142,6 +142,27 @@ impl AuthConfig {
     }
 }
 
+impl polykms_backend::ConfigFiles for VaultConfig {
+    fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut files = self.network.file_paths_mut();
+        files.extend(self.client_cert_file.iter_mut());
+        files.extend(self.client_key_file.iter_mut());
+        match &mut self.auth {
+            AuthConfig::Token { token_file, .. } => files.extend(token_file.iter_mut()),
+            AuthConfig::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => files.extend([role_id_file, secret_id_file]),
+            AuthConfig::Kubernetes { token_file, .. } | AuthConfig::Jwt { token_file, .. } => {
+                files.push(token_file)
+            }
+            AuthConfig::Cert { .. } => {}
+        }
+        files
+    }
+}
+
 impl VaultConfig {
     /// The per-request timeout.
     pub fn timeout(&self) -> Duration {

@@ -160,3 +160,89 @@ fn missing_file_and_unknown_extension_are_errors() {
             .contains("unknown config format")
     );
 }
+
+#[test]
+fn watch_config_is_on_by_default_and_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", MINIMAL)).unwrap();
+    assert!(c.server.watch_config);
+    let off = MINIMAL.replace("[server]", "[server]\nwatch_config = false");
+    let c = Config::load(&write(dir.path(), "off.toml", &off)).unwrap();
+    assert!(!c.server.watch_config);
+}
+
+#[test]
+fn referenced_files_are_listed_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", MINIMAL)).unwrap();
+    assert_eq!(
+        c.referenced_files,
+        vec![
+            dir.path().join("keys/current.key"),
+            PathBuf::from("/abs/older.key")
+        ]
+    );
+}
+
+/// Every remote backend's file settings (CA bundles, proxy credentials, client certificates,
+/// token and secret files) resolve against the config file's directory, as key_files do.
+#[cfg(all(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+#[test]
+fn every_backends_relative_file_settings_resolve_against_the_config_directory() {
+    let body = r#"
+[[backends]]
+name = "aws"
+type = "aws"
+key = "alias/k"
+region = "eu-west-1"
+ca_file = "ca/aws.pem"
+proxy_credentials_file = "/abs/proxy-creds"
+[[backends]]
+name = "vault"
+type = "vault"
+address = "https://vault:8200"
+key = "k"
+ca_file = "ca/vault.pem"
+client_cert_file = "tls/client.pem"
+client_key_file = "tls/client.key"
+auth = { method = "approle", role_id_file = "approle/role-id", secret_id_file = "approle/secret-id" }
+[[backends]]
+name = "gcp"
+type = "gcp"
+key = "projects/p/locations/l/keyRings/r/cryptoKeys/k"
+auth = { method = "service_account", credentials_file = "gcp/sa.json" }
+[[backends]]
+name = "azure"
+type = "azure"
+vault_url = "https://v.vault.azure.net"
+key_name = "k"
+auth = { method = "client_secret", tenant_id = "t", client_id = "c", client_secret_file = "azure/secret" }
+[encrypt]
+with = ["aws"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", body)).unwrap();
+    let d = dir.path();
+    assert_eq!(
+        c.referenced_files,
+        vec![
+            PathBuf::from("/abs/proxy-creds"),
+            d.join("ca/aws.pem"),
+            d.join("ca/vault.pem"),
+            d.join("tls/client.pem"),
+            d.join("tls/client.key"),
+            d.join("approle/role-id"),
+            d.join("approle/secret-id"),
+            d.join("gcp/sa.json"),
+            d.join("azure/secret"),
+        ]
+    );
+    // The settings the backends are built from hold the resolved paths too.
+    let crate::backends::BackendSettings::Vault(v) = &c.backends[1].settings else {
+        panic!("vault backend expected")
+    };
+    assert_eq!(
+        v.network.ca_file.as_deref(),
+        Some(d.join("ca/vault.pem").as_path())
+    );
+}
