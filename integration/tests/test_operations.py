@@ -158,3 +158,46 @@ def test_bad_reload_keeps_the_running_config(workdir, plugins):
     _, metrics = p.http("/metrics")
     assert 'polykms_config_reloads_total{outcome="failure"} 1' in metrics
     assert "reload rejected" in p.logs()
+
+
+def test_identical_failures_under_a_retrying_client_are_logged_once_then_counted(workdir, plugins):
+    """A key removed before re-encryption finished: the apiserver retries the same Decrypt
+    (a real one logged 189 identical WARN lines in 3 minutes). polykms logs the first in full,
+    counts the rest in one summary line (written at the latest at shutdown), and its metrics
+    count every call."""
+    ka, kb = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([ka]))
+    stub = p.v2()
+    kid = stub.Status(v2_pb2.StatusRequest(), timeout=5).key_id
+    enc = stub.Encrypt(v2_pb2.EncryptRequest(plaintext=os.urandom(32), uid="before"), timeout=5)
+    p.config.write_text(p.config.read_text().replace(f'["{ka}"]', f'["{kb}"]'))
+    p.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while stub.Status(v2_pb2.StatusRequest(), timeout=5).key_id == kid:
+        assert time.time() < deadline, p.logs()
+        time.sleep(0.05)
+    codes = []
+    for i in range(189):
+        try:
+            stub.Decrypt(v2_pb2.DecryptRequest(ciphertext=enc.ciphertext, key_id=enc.key_id, uid=f"retry-{i}",
+                                               annotations=enc.annotations), timeout=5)
+        except grpc.RpcError as e:
+            codes.append(e.code())
+    # Another kind of failure (another method and error kind) is logged on its own.
+    try:
+        stub.Encrypt(v2_pb2.EncryptRequest(plaintext=b"", uid="empty"), timeout=5)
+    except grpc.RpcError as e:
+        codes.append(e.code())
+    assert codes[:189] == [grpc.StatusCode.FAILED_PRECONDITION] * 189 and len(codes) == 190
+    _, text = p.http("/metrics")
+    assert 'polykms_requests_total{api="v2",method="Decrypt",code="FailedPrecondition"} 189' in text, text
+    assert p.stop() == 0
+    lines = [json.loads(line) for line in p.logs().splitlines() if line.startswith("{")]
+    failed = [e for e in lines if e.get("message", e.get("msg", "")).startswith("request failed")]
+    decrypts = [e for e in failed if e.get("method") == "Decrypt"]
+    assert [e["level"] for e in decrypts] == ["WARN", "WARN"], decrypts
+    first, summary = decrypts
+    assert first["uid"] == "retry-0" and first["outcome"] == "key_unavailable" and first["backend"] == "local"
+    assert summary["repeated"] == 188 and summary["outcome"] == "key_unavailable", summary
+    assert "not in key_files" in summary["error"] or summary["error"] == first["error"]
+    assert [e["method"] for e in failed if e.get("method") != "Decrypt"] == ["Encrypt"]

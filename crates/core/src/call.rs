@@ -1,5 +1,6 @@
 //! One KMS call being served: counted in flight while it runs, then recorded once — a
-//! metrics sample and a log line with the apiserver's uid, method, backend, outcome, latency.
+//! metrics sample and a log line with the apiserver's uid, method, backend, outcome, latency
+//! (identical failures repeated by a retrying client are summarised: [`crate::repeated`]).
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use tonic::Status;
 use crate::error::CoreError;
 use crate::metrics::InFlight;
 use crate::plugin::Plugin;
+use crate::repeated::{self, FailureKind, Verdict};
 
 /// Times and records a call; created at the start of a handler.
 pub struct Call<'a> {
@@ -79,7 +81,25 @@ impl<'a> Call<'a> {
                 self.plugin
                     .metrics()
                     .request_done(api, method, e.code(), elapsed);
-                tracing::warn!(api, uid, method, outcome = e.outcome(), error = %e, latency_ms, "request failed");
+                let kind = FailureKind {
+                    api,
+                    method,
+                    backend: match &e {
+                        CoreError::Backend { backend, .. } => backend.clone(),
+                        _ => "-".into(),
+                    },
+                    outcome: e.outcome(),
+                };
+                let error = e.to_string();
+                match repeated::record(&kind, &error) {
+                    Verdict::Log => {
+                        tracing::warn!(api, uid, method, backend = %kind.backend, outcome = kind.outcome, error = %error, latency_ms, "request failed")
+                    }
+                    Verdict::Counted => {
+                        tracing::debug!(api, uid, method, backend = %kind.backend, outcome = kind.outcome, error = %error, latency_ms,
+                            "request failed (repeat: counted for the next summary)")
+                    }
+                }
                 Err(e.into())
             }
         }

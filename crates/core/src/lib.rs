@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod plugin;
 pub mod proto;
+pub mod repeated;
 pub mod server;
 pub mod service_v1;
 pub mod service_v2;

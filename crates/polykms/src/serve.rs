@@ -122,6 +122,8 @@ async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
     if let Some(t) = http_task {
         t.abort();
     }
+    // Counts of repeated failures not yet written are written now, not lost.
+    polykms_core::repeated::flush();
     result.context("serving the KMS API")?;
     tracing::info!("stopped");
     Ok(())
