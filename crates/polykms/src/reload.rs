@@ -126,6 +126,8 @@ impl Reloader {
             .reload(ring)
             .await
             .map_err(|e| Failure::Config(e.to_string()))?;
+        self.plugin
+            .set_accept_legacy_multi_wrap(next.decrypt.accept_legacy_multi_wrap);
         // [server] and [http] stay as started; the rest is the new file's.
         let (server, http) = (self.running.server.clone(), self.running.http.clone());
         self.running = Config {

@@ -55,6 +55,7 @@ pub fn plugin_settings(config: &Config) -> PluginSettings {
             capacity: config.decrypt.cache_size,
             ttl: config.decrypt.cache_ttl,
         }),
+        accept_legacy_multi_wrap: config.decrypt.accept_legacy_multi_wrap,
     }
 }
 
