@@ -62,9 +62,18 @@ def test_check_prints_key_versions_and_the_key_id_the_server_reports(workdir, pl
     assert f"key_id: {key_id}" in r.stdout
 
 
-def test_version():
+def test_version_names_the_git_revision_it_was_built_from():
+    import re
+
+    from conftest import ROOT
+
     r = run("version")
     assert r.returncode == 0 and r.stdout.startswith("polykms ")
+    m = re.fullmatch(r"polykms (\S+) \(git revision (\S+)\)\n", r.stdout)
+    assert m, r.stdout
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0 and not os.environ.get("POLYKMS_GIT_REVISION"):
+        assert m.group(2) == head.stdout.strip()
 
 
 def test_example_local_config_works_from_a_clean_checkout(tmp_path):

@@ -77,7 +77,7 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         output: String,
     },
-    /// Print the version.
+    /// Print the version and the git revision it was built from.
     Version,
 }
 
@@ -131,7 +131,11 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
         }),
         Command::Version => {
-            println!("polykms {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "polykms {} (git revision {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("POLYKMS_GIT_REVISION")
+            );
             Ok(())
         }
     };
