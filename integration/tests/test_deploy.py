@@ -145,6 +145,17 @@ def test_static_pod_wiring():
     assert mounts["config"]["readOnly"] and not mounts["kmsplugin"].get("readOnly")
     assert vols["kmsplugin"]["hostPath"]["path"] == os.path.dirname(SOCKET)
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # The image's layout: its CMD, its config path under the read-only mount, its user, and
+    # the image pinned by digest.
+    assert c["args"] == dockerfile_cmd()
+    assert c["args"][c["args"].index("--config") + 1].startswith(mounts["config"]["mountPath"] + "/")
+    assert (c["securityContext"]["runAsUser"], c["securityContext"]["runAsGroup"]) == (65532, 65532)
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", c["image"]), c["image"]
+
+
+def dockerfile_cmd():
+    final = (DEPLOY / "Dockerfile").read_text().rsplit("\nFROM", 1)[1]
+    return json.loads(re.search(r"^CMD (\[.*\])$", final, re.M).group(1))
 
 
 # --- Helm chart ---------------------------------------------------------------------------
@@ -196,6 +207,24 @@ def test_chart_renders_a_valid_daemonset_on_control_planes(tmp_path):
     assert c["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": 8095}
     socket_vol = next(v for v in spec["volumes"] if v["name"] == "kmsplugin")
     assert socket_vol["hostPath"]["path"] == os.path.dirname(SOCKET)
+    # The image's user; the config is a read-only ConfigMap volume mounted as a directory (a
+    # subPath mount would never see updates, and the plugin reloads on them).
+    sc = spec["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (65532, 65532, True)
+    assert c["securityContext"]["readOnlyRootFilesystem"]
+    config_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    assert config_mount["readOnly"] and "subPath" not in config_mount
+    assert c["args"][c["args"].index("--config") + 1] == config_mount["mountPath"] + "/config.toml"
+    assert next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]
+
+
+def test_chart_pins_the_image_by_digest_when_given():
+    digest = "sha256:" + "ab" * 32
+    values = {"backends": {"local": {"enabled": True}}, "image": {"tag": "0.1.0", "digest": digest}}
+    (c,) = rendered_objects(values)["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"registry.example.com/polykms/polykms:0.1.0@{digest}"
+    (c,) = rendered_objects({"backends": {"local": {"enabled": True}}})["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    assert "@" not in c["image"]
 
 
 def test_chart_service_monitor_needs_a_scrapeable_listener():
@@ -541,8 +570,30 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged():
     for ref in re.findall(r"COPY\s+--from=(\S+)", text):
         assert ref in names, f"COPY --from={ref} names no stage"
     final = text[text.rfind("\nFROM"):]
-    assert "distroless" in stages[-1][0]
+    # No base image at run time: the same layout as deploy/image/build.sh, from the same script.
+    assert stages[-1][0] == "scratch"
+    assert "bash deploy/image/rootfs.sh /out/polykms /rootfs" in text
+    assert re.search(r"^COPY --from=build /rootfs/ /$", final, re.M)
     assert re.search(r"^USER\s+65532(:65532)?$", final, re.M), "final stage must run as non-root"
-    assert "cargo build --release --locked -p polykms" in text
+    assert "cargo auditable build --release --locked -p polykms" in text
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert "target" in ignore and ".git" in ignore
+
+
+def test_dockerfile_and_the_daemonless_build_make_the_same_image_config():
+    """deploy/Dockerfile and deploy/image/build.sh: same user, entrypoint, cmd, port, env and
+    OCI label keys (test_image.py checks the archive build.sh writes against the Dockerfile)."""
+    docker = (DEPLOY / "Dockerfile").read_text()
+    script = (DEPLOY / "image" / "build.sh").read_text()
+    final = docker[docker.rfind("\nFROM"):]
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", final, re.M).group(1)
+    cmd = re.search(r"^CMD (\[.*\])$", final, re.M).group(1)
+    assert f"--entrypoint '{entry}'" in script
+    assert f"--cmd '{json.dumps(json.loads(cmd))}'" in script
+    assert "--user 65532:65532" in script and "--port 8095" in script and "EXPOSE 8095" in final
+    docker_labels = set(re.findall(r"(org\.opencontainers\.image\.[a-z.]+)=", final))
+    script_labels = set(re.findall(r"--label \"?(org\.opencontainers\.image\.[a-z.]+)=", script))
+    assert {f"org.opencontainers.image.{k}" for k in ("version", "revision", "source", "licenses")} <= docker_labels
+    assert docker_labels <= script_labels, docker_labels - script_labels
+    for env in re.findall(r"(\w+=\S+)", re.search(r"^ENV (.*)$", final, re.M).group(1)):
+        assert f"--env {env}" in script, env
