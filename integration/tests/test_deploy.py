@@ -597,3 +597,18 @@ def test_dockerfile_and_the_daemonless_build_make_the_same_image_config():
     assert docker_labels <= script_labels, docker_labels - script_labels
     for env in re.findall(r"(\w+=\S+)", re.search(r"^ENV (.*)$", final, re.M).group(1)):
         assert f"--env {env}" in script, env
+
+
+def test_operations_doc_troubleshooting_is_keyed_by_apiserver_symptoms():
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    trouble = doc.split("\n## Troubleshooting, from the apiserver side\n", 1)[1]
+    entries = re.split(r"^### ", trouble, flags=re.M)[1:]
+    titles = [e.splitlines()[0] for e in entries]
+    for symptom in ("expected KMSv2 API version v2beta1, got v2", "failed to decrypt DEK", "kms-providers failed",
+                    "`kubectl replace` does not rewrite"):
+        assert any(symptom in t for t in titles), (symptom, titles)
+    for e in entries:
+        for part in ("**Seen**", "**Cause**", "**Fix**", "**Confirm**"):
+            assert part in e, (e.splitlines()[0], part)
+    probes = doc.split("\n## Probes: the apiserver's and polykms's own\n", 1)[1].split("\n## ", 1)[0]
+    assert "/livez?exclude=kms-providers" in probes and "/readyz" in probes
