@@ -8,6 +8,7 @@ mounted read-only, a writable directory mounted for the socket, and `chroot --us
 65532:65532` (no container daemon runs on these machines; see README "Container image")."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -35,15 +36,19 @@ class Archive:
 
     def __init__(self, path):
         self.tar = tarfile.open(path)
+        self.members = {os.path.normpath(m.name): m for m in self.tar.getmembers()}
+
+    def read(self, name):
+        return self.tar.extractfile(self.members[name]).read()
 
     def blob(self, digest):
         algo, hexa = digest.split(":")
-        data = self.tar.extractfile(f"blobs/{algo}/{hexa}").read()
+        data = self.read(f"blobs/{algo}/{hexa}")
         assert hashlib.new(algo, data).hexdigest() == hexa, f"blob {digest} does not match its digest"
         return data
 
     def json(self, name):
-        return json.loads(self.tar.extractfile(name).read())
+        return json.loads(self.read(name))
 
     @property
     def manifest(self):
@@ -58,8 +63,6 @@ class Archive:
     def extract(self, dest):
         """Applies the layers in order, with OCI whiteouts (`.wh.name`, `.wh..wh..opq`)."""
         for layer in self.manifest["layers"]:
-            import io
-
             with tarfile.open(fileobj=io.BytesIO(self.blob(layer["digest"]))) as t:
                 for m in t.getmembers():
                     p = Path(m.name)
@@ -170,7 +173,8 @@ def container(archive, rootfs, tmp_path):
     socket_dir.mkdir()
     os.chown(socket_dir, UID, UID)
     key = config_dir / "k.key"
-    subprocess.run(["chroot", str(rootfs), "/usr/local/bin/polykms", "keygen", "--out", "/tmp/k.key"], check=False)
+    subprocess.run(["chroot", str(rootfs), "/usr/local/bin/polykms", "keygen", "--out", "/tmp/k.key"], check=True,
+                   capture_output=True)
     # keygen in the image writes into the image's /tmp; the key is then handed over like a
     # mounted Secret: owned by the container user, mode 0600.
     shutil.move(rootfs / "tmp" / "k.key", key)
@@ -193,9 +197,12 @@ with = ["local"]
 """)
     c = archive.config["config"]
     log = open(base / "log", "wb")
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONFIG_DIR": str(config_dir), "SOCKET_DIR": str(socket_dir)}
-    proc = subprocess.Popen(["unshare", "--mount", "--pid", "--fork", "--kill-child=SIGTERM", "sh", "-c", RUN, "run",
-                             str(rootfs), *c["Entrypoint"], *c["Cmd"]], stdout=log, stderr=subprocess.STDOUT, env=env)
+    # The image's environment, and what the setup script needs (host tools on the host's PATH).
+    env = dict(e.split("=", 1) for e in c.get("Env", []))
+    setup = ["env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"CONFIG_DIR={config_dir}", f"SOCKET_DIR={socket_dir}"]
+    proc = subprocess.Popen(["unshare", "--mount", "--pid", "--fork", "--kill-child=SIGTERM", *setup,
+                             "sh", "-c", RUN, "run", str(rootfs), *c["Entrypoint"], *c["Cmd"]],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     socket = socket_dir / "socket.sock"
 
     def logs():
@@ -217,17 +224,13 @@ with = ["local"]
     shutil.rmtree(base, ignore_errors=True)
 
 
-def served_pids(rootfs):
-    """Host pids of processes running the image's binary."""
-    exe = str(rootfs / "usr/local/bin/polykms")
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and os.readlink(d / "exe") == exe:
-                out.append(d)
-        except OSError:
-            pass
-    return out
+def served_pid(unshare_pid):
+    """The container's process: unshare's child (sh exec'd chroot, which exec'd the entrypoint)."""
+    children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    pid = Path("/proc") / children[0]
+    assert (pid / "comm").read_text().strip() == "polykms"
+    return pid
 
 
 def test_the_image_alone_serves_kms_v2_as_65532_on_a_read_only_root(container, rootfs):
@@ -250,11 +253,13 @@ def test_the_image_alone_serves_kms_v2_as_65532_on_a_read_only_root(container, r
         assert r.status == 200
     # The socket was created by the container user, and the server runs as 65532:65532.
     assert container["socket"].stat().st_uid == UID
-    pids = served_pids(rootfs)
-    assert pids, "the served process is not found"
-    for pid in pids:
-        status_lines = (pid / "status").read_text().splitlines()
-        ids = {line.split(":")[0]: line.split()[1:] for line in status_lines if line.startswith(("Uid:", "Gid:"))}
-        assert ids == {"Uid": [str(UID)] * 4, "Gid": [str(UID)] * 4}, ids
+    pid = served_pid(container["proc"].pid)
+    status_lines = (pid / "status").read_text().splitlines()
+    ids = {line.split(":")[0]: line.split()[1:] for line in status_lines if line.startswith(("Uid:", "Gid:"))}
+    assert ids == {"Uid": [str(UID)] * 4, "Gid": [str(UID)] * 4}, ids
+    # Its root is the image, read-only.
+    mounts = (pid / "mountinfo").read_text().splitlines()
+    root = next(line.split() for line in mounts if line.split()[4] == "/")
+    assert "ro" in root[5].split(","), root
     logs = container["logs"]()
     assert '"message":"polykms started"' in logs or "polykms started" in logs, logs

@@ -38,14 +38,20 @@ struct Reloader {
 }
 
 /// Reloads on SIGHUP and, when `watch_config` is on, on changes on disk, until dropped.
-pub async fn run(path: PathBuf, running: Config, plugin: Arc<Plugin>) {
+/// `config_digest` is the config file as read at startup.
+pub async fn run(
+    path: PathBuf,
+    config_digest: watch::FileDigest,
+    running: Config,
+    plugin: Arc<Plugin>,
+) {
     let mut hup = signal(SignalKind::hangup())
         .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP; reload on signal is off"))
         .ok();
     let watcher = if running.server.watch_config {
         match ConfigWatcher::new() {
             Ok(mut w) => {
-                w.watch(&path, watch::digest(&path), &running.referenced_files);
+                w.watch(&path, config_digest, &running.referenced_files);
                 tracing::info!(config = %path.display(), files = running.referenced_files.len(),
                     "watching the config file and the files it names; a change reloads");
                 Some(w)

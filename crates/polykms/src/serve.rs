@@ -23,6 +23,8 @@ pub fn run(
     socket: Option<String>,
     log_format: Option<LogFormat>,
 ) -> Result<(), Failure> {
+    // Digested before reading: a change while starting is reloaded once the watch is on.
+    let config_digest = crate::watch::digest(path);
     let mut config = Config::load(path)?;
     if let Some(socket) = socket {
         SocketSpec::parse(&socket).map_err(|e| Failure::Config(format!("--socket: {e}")))?;
@@ -34,7 +36,7 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(path.to_path_buf(), config))
+    runtime.block_on(serve(path.to_path_buf(), config_digest, config))
 }
 
 pub fn plugin_settings(config: &Config) -> PluginSettings {
@@ -68,7 +70,11 @@ pub async fn keyring(config: &Config, metrics: Arc<Metrics>) -> Result<Keyring, 
         .map_err(|e| Failure::Config(e.to_string()))
 }
 
-async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
+async fn serve(
+    path: PathBuf,
+    config_digest: crate::watch::FileDigest,
+    config: Config,
+) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     let ring = keyring(&config, metrics.clone()).await?;
     let spec = SocketSpec::parse(&config.server.socket)
@@ -99,7 +105,12 @@ async fn serve(path: PathBuf, config: Config) -> Result<(), Failure> {
             },
         ))
     });
-    let reload_task = tokio::spawn(reload::run(path, config.clone(), plugin.clone()));
+    let reload_task = tokio::spawn(reload::run(
+        path,
+        config_digest,
+        config.clone(),
+        plugin.clone(),
+    ));
 
     let apis: Vec<Api> = config
         .server
