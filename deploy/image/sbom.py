@@ -21,8 +21,11 @@ from datetime import datetime, timezone
 def embedded_dependencies(binary):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "dep-v0")
-        subprocess.run(["objcopy", "-O", "binary", "--only-section=.dep-v0", binary, out], check=True)
-        raw = open(out, "rb").read()
+        # --dump-section writes the section's bytes (it is not loaded at run time, so
+        # `-O binary` would skip it); the rewritten copy of the binary is thrown away.
+        r = subprocess.run(["objcopy", f"--dump-section=.dep-v0={out}", binary, os.path.join(d, "copy")],
+                           capture_output=True, text=True)
+        raw = open(out, "rb").read() if r.returncode == 0 and os.path.exists(out) else b""
     if not raw:
         sys.exit(f"sbom.py: {binary} has no .dep-v0 section: build it with `cargo auditable build`")
     return json.loads(zlib.decompress(raw))["packages"]
