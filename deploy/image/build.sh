@@ -29,6 +29,7 @@ if [[ $# -ne 1 || -z "$1" ]]; then
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="$(realpath -m "$1")"
+mkdir -p "$(dirname "$out")"
 profile="${POLYKMS_IMAGE_PROFILE:-release}"
 cd "$root"
 log() { echo "build.sh: $*" >&2; }
@@ -116,7 +117,7 @@ bh config \
   --os linux --arch "$(dpkg --print-architecture 2>/dev/null || uname -m)" \
   "$container"
 rm -f "$out"
-bh commit --quiet --format oci --timestamp "$created_epoch" --rm "$container" \
+bh commit --quiet --format oci --disable-compression=false --timestamp "$created_epoch" --rm "$container" \
   "oci-archive:$out:$name" >/dev/null
 container=""
 
