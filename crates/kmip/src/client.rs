@@ -371,7 +371,7 @@ async fn exchange(
         )));
     }
     let length = length as usize;
-    if length > MAX_RESPONSE || length % 8 != 0 {
+    if length > MAX_RESPONSE || !length.is_multiple_of(8) {
         return Err(broken(format!("length {length} is not acceptable")));
     }
     let mut buffer = Zeroizing::new(vec![0u8; 8 + length]);

@@ -271,7 +271,7 @@ fn decode_item(bytes: &[u8], depth: usize) -> Result<(Ttlv, usize), TtlvError> {
     let value = match type_code {
         0x01 => {
             // A structure's length is its items' padded encodings, so it is a multiple of 8.
-            if length % 8 != 0 {
+            if !length.is_multiple_of(8) {
                 return err(format!("structure {tag:?} length {length} is not padded"));
             }
             let mut items = Vec::new();
@@ -292,7 +292,7 @@ fn decode_item(bytes: &[u8], depth: usize) -> Result<(Ttlv, usize), TtlvError> {
             Value::LongInteger(i64::from_be_bytes(array8(raw)))
         }
         0x04 => {
-            if length % 8 != 0 {
+            if !length.is_multiple_of(8) {
                 return err(format!(
                     "big integer {tag:?} length {length} is not a multiple of 8"
                 ));

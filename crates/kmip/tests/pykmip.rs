@@ -25,7 +25,11 @@ async fn round_trips_under_the_named_key_and_reports_its_unique_identifier() {
     let name = unique("rt");
     let uid = e.create_key(&name);
     let b = e.backend(&e.config(&name)).await;
-    assert!(b.describe().contains("not negotiated yet"), "{}", b.describe());
+    assert!(
+        b.describe().contains("not negotiated yet"),
+        "{}",
+        b.describe()
+    );
     let version = b.probe().await.unwrap();
     assert_eq!(version.as_str(), uid);
     let wrapped = b.wrap(&seed(7), AAD).await.unwrap();
@@ -203,7 +207,10 @@ async fn a_destroyed_or_compromised_key_fails_as_key_unavailable_naming_the_vers
     let err = b.unwrap(&wrapped, AAD).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::KeyUnavailable, "{err}");
     assert!(err.message().contains(&uid), "{err}");
-    assert_eq!(b.probe().await.unwrap_err().kind(), ErrorKind::KeyUnavailable);
+    assert_eq!(
+        b.probe().await.unwrap_err().kind(),
+        ErrorKind::KeyUnavailable
+    );
 
     let name = unique("compromise");
     let uid = e.create_key(&name);
@@ -369,7 +376,10 @@ impl Instance {
         let endpoint = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&endpoint).is_err() {
-            assert!(Instant::now() < deadline, "instance on {endpoint} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "instance on {endpoint} did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Instance { child, endpoint }

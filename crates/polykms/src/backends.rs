@@ -23,6 +23,8 @@ pub enum BackendSettings {
     Gcp(polykms_gcp::GcpConfig),
     #[cfg(feature = "azure")]
     Azure(polykms_azure::AzureConfig),
+    #[cfg(feature = "kmip")]
+    Kmip(polykms_kmip::KmipConfig),
 }
 
 impl BackendSettings {
@@ -38,6 +40,8 @@ impl BackendSettings {
             BackendSettings::Gcp(_) => "gcp",
             #[cfg(feature = "azure")]
             BackendSettings::Azure(_) => "azure",
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(_) => "kmip",
         }
     }
 
@@ -62,6 +66,8 @@ impl BackendSettings {
             BackendSettings::Gcp(c) => Arc::new(polykms_gcp::GcpBackend::connect(c).await?),
             #[cfg(feature = "azure")]
             BackendSettings::Azure(c) => Arc::new(polykms_azure::AzureBackend::connect(c).await?),
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(c) => Arc::new(polykms_kmip::KmipBackend::connect(c).await?),
         })
     }
 }

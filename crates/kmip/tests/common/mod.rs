@@ -34,7 +34,9 @@ pub fn env(test: &str) -> Option<Env> {
                 "POLYKMS_KMIP_ENDPOINT is not set but POLYKMS_REQUIRE_INTEGRATION=1 (run integration/servers/kmip.sh start and source integration/.run/kmip.env)"
             );
         }
-        eprintln!("skipped {test}: POLYKMS_KMIP_ENDPOINT not set (integration/servers/kmip.sh start)");
+        eprintln!(
+            "skipped {test}: POLYKMS_KMIP_ENDPOINT not set (integration/servers/kmip.sh start)"
+        );
         return None;
     };
     let path =
