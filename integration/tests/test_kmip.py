@@ -67,12 +67,14 @@ def test_kmip_tampered_ciphertext_is_refused(workdir, plugins):
     p = plugins(workdir, plugin_config([store.block("kmip")], ["kmip"]), name="kmip")
     seed = os.urandom(32)
     enc = encrypt(p, seed)
-    # The last bytes of the envelope are the GCM ciphertext of the KMIP wrap.
+    # The envelope ends with the KMIP wrap's GCM ciphertext, then a 32-byte commitment
+    # (docs/envelope.md): the altered wrap reaches the KMIP server, whose tag check refuses it.
     bad = bytearray(enc.ciphertext)
-    bad[-1] ^= 0x01
+    bad[-33] ^= 0x01
     with pytest.raises(grpc.RpcError) as e:
         p.v2().Decrypt(v2_pb2.DecryptRequest(ciphertext=bytes(bad), key_id=enc.key_id, uid="t"), timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+    assert "wrong_key" in e.value.details() and store.uids[0] in e.value.details(), e.value.details()
     assert decrypt(p, enc) == seed
 
 

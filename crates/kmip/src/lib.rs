@@ -308,11 +308,23 @@ impl KeyEncryptionBackend for KmipBackend {
         "kmip"
     }
 
+    /// AES-GCM ciphertext is as long as its plaintext; the wrap format bounds it.
+    fn max_plaintext_len(&self) -> usize {
+        wrap::MAX_CIPHERTEXT
+    }
+
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         Ok(KeyVersion::new(self.current_uid().await?.as_str()))
     }
 
     async fn wrap(&self, plaintext: &SecretBytes, aad: &[u8]) -> Result<WrappedKey, BackendError> {
+        if plaintext.is_empty() || plaintext.len() > wrap::MAX_CIPHERTEXT {
+            return Err(BackendError::invalid_input(format!(
+                "plaintext is {} bytes; KMIP wraps take 1 to {}",
+                plaintext.len(),
+                wrap::MAX_CIPHERTEXT
+            )));
+        }
         let uid = self.current_uid().await?;
         match self.encrypt(&uid, plaintext.expose(), aad).await {
             Ok(wrap) => Ok(WrappedKey::new(

@@ -9,7 +9,7 @@ use polykms_backend::BackendError;
 
 const FORMAT_GCM: u8 = 0x01;
 /// Longest ciphertext accepted (seeds are 32 bytes; the envelope caps wraps at 1 KiB anyway).
-const MAX_CIPHERTEXT: usize = 1024;
+pub const MAX_CIPHERTEXT: usize = 1024;
 
 /// An AES-GCM result of KMIP Encrypt.
 #[derive(Debug, Clone, PartialEq, Eq)]
