@@ -25,14 +25,17 @@ envfile="$run/kmip.env"
 port="${POLYKMS_KMIP_PORT:-15696}"
 key="polykms"
 
+# The server runs in its own process group (setsid) with two multiprocessing children (a policy
+# monitor and a Manager): the whole group is stopped, with SIGKILL. PyKMIP's SIGTERM handler
+# only ends its accept loop at the next 10 s socket timeout and then joins every session thread
+# for up to 10 s each; a kill is what a crash looks like, and SQLite keeps the database intact.
 stop_server() {
   [[ -f "$pidfile" ]] || return 0
   local pid
   pid="$(cat "$pidfile")"
   if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
 }

@@ -365,10 +365,13 @@ struct Instance {
 
 impl Instance {
     fn start(e: &common::Env, port: u16, dir: &std::path::Path) -> Instance {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: PyKMIP forks two multiprocessing children, stopped with it.
         let child = std::process::Command::new("bash")
             .arg(&e.script)
             .args(["instance", &port.to_string()])
             .arg(dir)
+            .process_group(0)
             .stdout(std::fs::File::create(dir.join("out.log")).unwrap())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -385,8 +388,12 @@ impl Instance {
         Instance { child, endpoint }
     }
 
+    /// Kills the server's process group (what a crash looks like; SQLite keeps the keys).
     fn stop(mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
         let _ = self.child.wait();
     }
 }
