@@ -95,6 +95,7 @@ impl Client {
     /// Reads the certificate, key, CA and credential files; fails (kind Config, naming the
     /// field) when one is unusable. Does not connect.
     pub fn new(config: &KmipConfig, validated: &Validated) -> Result<Self, BackendError> {
+        let identity = read_identity(config)?;
         let (roots, trust) = root_store(config)?;
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
@@ -102,35 +103,13 @@ impl Client {
         .with_safe_default_protocol_versions()
         .map_err(|e| BackendError::internal(format!("TLS versions: {e}")))?
         .with_root_certificates(roots);
-        let tls = match (&config.client_cert_file, &config.client_key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        BackendError::config(format!(
-                            "client_cert_file: cannot read {}: {e}",
-                            cert.display()
-                        ))
-                    })?;
-                if chain.is_empty() {
-                    return Err(BackendError::config(format!(
-                        "client_cert_file: {} holds no PEM certificate",
-                        cert.display()
-                    )));
-                }
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    BackendError::config(format!(
-                        "client_key_file: cannot read a PEM private key from {}: {e}",
-                        key.display()
-                    ))
-                })?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    BackendError::config(format!(
-                        "client_cert_file, client_key_file: do not make a usable pair: {e}"
-                    ))
-                })?
-            }
-            _ => builder.with_no_client_auth(),
+        let tls = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+                BackendError::config(format!(
+                    "client_cert_file, client_key_file: do not make a usable pair: {e}"
+                ))
+            })?,
+            None => builder.with_no_client_auth(),
         };
         let host = config
             .tls_server_name
@@ -396,6 +375,36 @@ pub fn zeroize_bytes(item: &mut Ttlv) {
         ttlv::Value::TextString(s) => s.zeroize(),
         _ => {}
     }
+}
+
+/// The client certificate chain and key, when configured.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn read_identity(config: &KmipConfig) -> Result<Option<Identity>, BackendError> {
+    let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            BackendError::config(format!(
+                "client_cert_file: cannot read {}: {e}",
+                cert.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(BackendError::config(format!(
+            "client_cert_file: {} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        BackendError::config(format!(
+            "client_key_file: cannot read a PEM private key from {}: {e}",
+            key.display()
+        ))
+    })?;
+    Ok(Some((chain, key)))
 }
 
 /// The trusted roots: `ca_file` (via polykms-net's loader) plus the system's, and a summary.

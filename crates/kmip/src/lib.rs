@@ -377,3 +377,92 @@ impl KeyEncryptionBackend for KmipBackend {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(state: Option<u32>, mask: Option<i32>, algorithm: Option<u32>) -> KeyAttributes {
+        KeyAttributes {
+            uid: "7".into(),
+            state,
+            usage_mask: mask,
+            algorithm,
+            ..KeyAttributes::default()
+        }
+    }
+
+    #[test]
+    fn only_active_aes_keys_that_encrypt_and_decrypt_are_usable() {
+        check_usable(&key(
+            Some(state::ACTIVE),
+            Some(12),
+            Some(protocol::ALGORITHM_AES),
+        ))
+        .unwrap();
+        // Servers that leave out the mask or algorithm are taken at their State.
+        check_usable(&key(Some(state::ACTIVE), None, None)).unwrap();
+        let deactivated = check_usable(&key(Some(state::DEACTIVATED), Some(12), None)).unwrap_err();
+        assert_eq!(deactivated.kind(), ErrorKind::KeyUnavailable);
+        assert!(
+            deactivated.message().contains("key 7 is Deactivated"),
+            "{deactivated}"
+        );
+        let no_state = check_usable(&key(None, Some(12), None)).unwrap_err();
+        assert_eq!(no_state.kind(), ErrorKind::KeyUnavailable);
+        let encrypt_only = check_usable(&key(Some(state::ACTIVE), Some(4), None)).unwrap_err();
+        assert_eq!(encrypt_only.kind(), ErrorKind::KeyUnavailable);
+        assert!(
+            encrypt_only.message().contains("Usage Mask 0x4"),
+            "{encrypt_only}"
+        );
+        // 3DES (0x02) cannot do AES-GCM.
+        let des = check_usable(&key(Some(state::ACTIVE), Some(12), Some(0x02))).unwrap_err();
+        assert_eq!(des.kind(), ErrorKind::Config);
+    }
+
+    #[tokio::test]
+    async fn building_reads_the_files_and_names_the_field_at_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = || KmipConfig {
+            endpoint: "127.0.0.1:5696".into(),
+            ca_file: None,
+            client_cert_file: Some(dir.path().join("missing.pem")),
+            client_key_file: Some(dir.path().join("missing.key")),
+            tls_server_name: None,
+            key_name: Some("kek".into()),
+            key_uid: None,
+            username_file: None,
+            password_file: None,
+            kmip_version: "1.4".into(),
+            timeout_ms: 1000,
+        };
+        let e = KmipBackend::connect(&base()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.message().starts_with("client_cert_file"), "{e}");
+        let mut c = base();
+        c.client_cert_file = None;
+        c.client_key_file = None;
+        c.username_file = Some(dir.path().join("user"));
+        std::fs::write(dir.path().join("user"), "svc\n").unwrap();
+        c.ca_file = Some(dir.path().join("ca.pem"));
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let e = KmipBackend::connect(&c).await.unwrap_err();
+        assert!(e.message().starts_with("ca_file"), "{e}");
+        c.ca_file = None;
+        std::fs::write(dir.path().join("user"), "\n").unwrap();
+        let e = KmipBackend::connect(&c).await.unwrap_err();
+        assert!(
+            e.message().starts_with("username_file") && e.message().contains("empty"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("user"), "svc\n").unwrap();
+        let b = KmipBackend::connect(&c).await.unwrap();
+        assert!(
+            b.describe().contains("KMIP not negotiated yet"),
+            "{}",
+            b.describe()
+        );
+        assert_eq!(b.max_plaintext_len(), 1024);
+    }
+}
