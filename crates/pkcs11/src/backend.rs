@@ -12,10 +12,18 @@ use polykms_backend::{
 };
 use tokio::sync::Semaphore;
 
-use crate::config::Pkcs11Config;
+use crate::binding;
+use crate::config::{Pkcs11Config, WrapMechanism};
 use crate::hsm::Hsm;
 use crate::module::Module;
 use crate::pin::{PinGate, read_pin_file};
+
+/// Largest seed wrapped with AES-GCM: far above a DEK seed, and within what HSMs accept in one
+/// C_Encrypt.
+const MAX_GCM_PLAINTEXT: usize = 1024;
+/// Largest generic secret made for C_WrapKey (seed plus AAD digest); HSMs bound the length of
+/// generic secret objects, commonly at 512 bytes or more.
+const MAX_WRAPPED_SECRET: usize = 512;
 
 /// How long start-up may spend loading the module and logging in.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,6 +124,13 @@ impl Pkcs11Backend {
 impl KeyEncryptionBackend for Pkcs11Backend {
     fn kind(&self) -> &'static str {
         "pkcs11"
+    }
+
+    fn max_plaintext_len(&self) -> usize {
+        match self.config.mechanism {
+            WrapMechanism::AesGcm => MAX_GCM_PLAINTEXT,
+            WrapMechanism::AesKeyWrapPad => MAX_WRAPPED_SECRET - binding::DIGEST_LEN,
+        }
     }
 
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {

@@ -232,6 +232,10 @@ async fn round_trip_binds_the_aad_and_describes_the_token() {
             .await
             .unwrap_err();
         assert_eq!(t.kind(), ErrorKind::WrongKey, "{mechanism:?}: {t}");
+        // The advertised bound is one the token accepts.
+        let longest = SecretBytes::new(vec![9u8; b.max_plaintext_len()]);
+        let w = b.wrap(&longest, b"aad").await.unwrap();
+        assert_eq!(b.unwrap(&w, b"aad").await.unwrap(), longest);
         let shown = b.describe();
         for part in [
             env.module.to_str().unwrap(),
