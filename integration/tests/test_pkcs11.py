@@ -275,3 +275,55 @@ def test_multi_wrap_hsm_and_local_then_a_node_without_the_hsm_decrypts(workdir, 
     other.mkdir()
     dr = plugins(other, plugin_config([local], ["local"]), name="dr")
     assert decrypt(dr, enc) == seed
+
+
+def test_helm_chart_mounts_the_module_and_its_config_renders_a_working_pkcs11_backend(workdir):
+    import test_deploy
+
+    e = env()
+    module_dir = os.path.dirname(e["POLYKMS_PKCS11_MODULE"])
+    conf = e["SOFTHSM2_CONF"]
+    values = {
+        "backends": {"pkcs11": {"enabled": True, "module": e["POLYKMS_PKCS11_MODULE"],
+                                "token_label": e["POLYKMS_PKCS11_TOKEN_LABEL"],
+                                "key_label": e["POLYKMS_PKCS11_KEY_LABEL"]}},
+        "pkcs11": {"hostPaths": [{"path": module_dir}, {"path": os.path.dirname(conf), "readOnly": False}],
+                   "env": {"SOFTHSM2_CONF": conf}},
+    }
+    objs = test_deploy.rendered_objects(values)
+    spec = objs["DaemonSet"]["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts[module_dir]["readOnly"] is True
+    assert mounts[os.path.dirname(conf)]["readOnly"] is False
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols[mounts[module_dir]["name"]]["hostPath"]["path"] == module_dir
+    assert {"name": "SOFTHSM2_CONF", "value": conf} in c["env"]
+
+    text = objs["ConfigMap"]["data"]["config.toml"]
+    assert 'type = "pkcs11"' in text, text
+    # The chart's pin_file is the credentials Secret's; point it at the test token's.
+    text = text.replace('"/etc/polykms/credentials/hsm-pin"', toml_str(e["POLYKMS_PKCS11_PIN_FILE"]))
+    cfg = workdir / "chart-pkcs11.toml"
+    cfg.write_text(text)
+    r = subprocess.run([str(BIN), "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, text + r.stdout + r.stderr
+    assert f"key version: {e['POLYKMS_PKCS11_KEY_LABEL']}:01" in r.stdout, r.stdout
+
+
+def test_example_config_works_with_the_softhsm2_token(workdir):
+    e = env()
+    text = (ROOT / "configs" / "pkcs11.toml").read_text()
+    for old, new in (('"/usr/lib/softhsm/libsofthsm2.so"', toml_str(e["POLYKMS_PKCS11_MODULE"])),
+                     ('token_label = "kube-kek"', f'token_label = {toml_str(e["POLYKMS_PKCS11_TOKEN_LABEL"])}'),
+                     ('"/etc/polykms/hsm-pin"', toml_str(e["POLYKMS_PKCS11_PIN_FILE"])),
+                     ('key_label = "kube-kek"', f'key_label = {toml_str(e["POLYKMS_PKCS11_KEY_LABEL"])}'),
+                     ('"/var/run/kmsplugin/socket.sock"', toml_str(workdir / "ex.sock")),
+                     ('"127.0.0.1:8095"', '""')):
+        assert old in text, old
+        text = text.replace(old, new)
+    cfg = workdir / "pkcs11.toml"
+    cfg.write_text(text)
+    r = subprocess.run([str(BIN), "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all 1 backend(s) OK" in r.stdout

@@ -16,7 +16,7 @@ use crate::config::WrapMechanism;
 use crate::error::Operation;
 use crate::hsm::Failure;
 
-/// GCM IV: 96 bits, from the OS's RNG.
+/// GCM IV: 96 bits, from the OS's RNG (or the token's, where the module generates it).
 pub(crate) const IV_LEN: usize = 12;
 /// GCM tag: 128 bits.
 pub(crate) const TAG_LEN: usize = 16;
@@ -62,12 +62,15 @@ fn gcm_encrypt(
     OsRng
         .try_fill_bytes(&mut iv)
         .map_err(|e| BackendError::internal(format!("the OS RNG failed: {e}")))?;
-    let mut param_iv = iv;
-    let params = GcmParams::new(&mut param_iv, aad, (TAG_LEN as u64 * 8).into())
-        .map_err(|e| Failure::Module(Operation::Wrap, e))?;
-    let sealed = session
-        .encrypt(&Mechanism::AesGcm(params), key, seed.expose())
-        .map_err(|e| Failure::Module(Operation::Wrap, e))?;
+    let sealed = {
+        let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())
+            .map_err(|e| Failure::Module(Operation::Wrap, e))?;
+        session
+            .encrypt(&Mechanism::AesGcm(params), key, seed.expose())
+            .map_err(|e| Failure::Module(Operation::Wrap, e))?
+    };
+    // Read back after the call: some HSMs (AWS CloudHSM, FIPS-mode partitions) generate the
+    // IV themselves and write it into the parameter's buffer.
     if sealed.len() != seed.len() + TAG_LEN {
         return Err(BackendError::internal(format!(
             "C_Encrypt (AES-GCM) returned {} bytes for a {}-byte seed",
