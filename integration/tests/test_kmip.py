@@ -143,4 +143,4 @@ def test_example_kmip_config_parses_and_stops_at_its_missing_certificate_files()
     # first file it needs is reported as a config error (exit 64) naming the field.
     r = check(ROOT / "configs" / "kmip.toml")
     assert r.returncode == 64, r.stdout + r.stderr
-    assert "ca_file" in r.stderr and "/etc/polykms/kmip/ca.pem" in r.stderr, r.stderr
+    assert "client_cert_file" in r.stderr and "/etc/polykms/kmip/client.pem" in r.stderr, r.stderr
