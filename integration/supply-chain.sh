@@ -7,9 +7,11 @@
 #
 # Advisories are checked offline against a snapshot of the RustSec database:
 # POLYKMS_ADVISORY_DB, default ../shared/advisory-db beside the repository (see its README).
-# cargo-deny fetches advisory databases with `git`, so the snapshot is committed into a
-# throwaway git repository in a temporary directory and handed to cargo-deny as a file:// URL:
-# no network. A crate with an advisory in Cargo.lock fails the check unless deny.toml ignores
+# cargo-deny fetches advisory databases with `git` and wants a host name in their URLs, so the
+# snapshot is committed into a throwaway git repository in a temporary directory and given to
+# cargo-deny under a never-resolvable https://….invalid URL that git, through
+# GIT_CONFIG_* url.<local path>.insteadOf, reads from that directory: no network. A crate with
+# an advisory in Cargo.lock fails the check unless deny.toml ignores
 # it with a written reason.
 #
 # cargo-deny is installed with `cargo install --locked` at a pinned version when missing, into
@@ -58,7 +60,10 @@ if [[ $fetch == 0 ]]; then
     commit -q -m "RustSec advisory-db snapshot" --no-gpg-sign
   echo "== advisories from the snapshot at $snapshot ($(find "$db/crates" -name '*.md' | wc -l) advisories)" >&2
   # Point [advisories] at the throwaway repository and a private database directory.
-  python3 - "$config" "file://$db" "$tmp/dbs" <<'EOF'
+  url="https://advisory-db.snapshot.invalid/rustsec/advisory-db"
+  export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="url.file://$db.insteadOf" GIT_CONFIG_VALUE_0="$url"
+  # Point [advisories] at that URL and a private database directory.
+  python3 - "$config" "$url" "$tmp/dbs" <<'EOF'
 import sys
 path, url, dbs = sys.argv[1:]
 text = open(path).read()
@@ -70,4 +75,4 @@ EOF
 fi
 
 echo "== cargo deny check advisories bans licenses sources" >&2
-cargo deny --all-features check --config "$config" advisories bans licenses sources
+cargo deny --all-features --config "$config" check advisories bans licenses sources

@@ -23,6 +23,10 @@ pub enum BackendSettings {
     Gcp(polykms_gcp::GcpConfig),
     #[cfg(feature = "azure")]
     Azure(polykms_azure::AzureConfig),
+    #[cfg(feature = "pkcs11")]
+    Pkcs11(polykms_pkcs11::Pkcs11Config),
+    #[cfg(feature = "kmip")]
+    Kmip(polykms_kmip::KmipConfig),
 }
 
 impl BackendSettings {
@@ -38,6 +42,10 @@ impl BackendSettings {
             BackendSettings::Gcp(_) => "gcp",
             #[cfg(feature = "azure")]
             BackendSettings::Azure(_) => "azure",
+            #[cfg(feature = "pkcs11")]
+            BackendSettings::Pkcs11(_) => "pkcs11",
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(_) => "kmip",
         }
     }
 
@@ -54,6 +62,10 @@ impl BackendSettings {
             BackendSettings::Gcp(c) => c.file_paths_mut(),
             #[cfg(feature = "azure")]
             BackendSettings::Azure(c) => c.file_paths_mut(),
+            #[cfg(feature = "pkcs11")]
+            BackendSettings::Pkcs11(c) => c.file_paths_mut(),
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(c) => c.file_paths_mut(),
         }
     }
 
@@ -80,6 +92,12 @@ impl BackendSettings {
             BackendSettings::Gcp(c) => Arc::new(polykms_gcp::GcpBackend::connect(c).await?),
             #[cfg(feature = "azure")]
             BackendSettings::Azure(c) => Arc::new(polykms_azure::AzureBackend::connect(c).await?),
+            #[cfg(feature = "pkcs11")]
+            BackendSettings::Pkcs11(c) => {
+                Arc::new(polykms_pkcs11::Pkcs11Backend::connect(c).await?)
+            }
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(c) => Arc::new(polykms_kmip::KmipBackend::connect(c).await?),
         })
     }
 }

@@ -246,3 +246,43 @@ with = ["aws"]
         Some(d.join("ca/vault.pem").as_path())
     );
 }
+
+#[cfg(all(feature = "pkcs11", feature = "kmip"))]
+#[test]
+fn pkcs11_pin_and_kmip_credential_files_resolve_but_a_module_name_is_the_loaders() {
+    let body = r#"
+[[backends]]
+name = "hsm"
+type = "pkcs11"
+module = "libsofthsm2.so"
+token_label = "t"
+pin_file = "hsm/pin"
+key_label = "k"
+[[backends]]
+name = "kmip"
+type = "kmip"
+endpoint = "kmip:5696"
+ca_file = "kmip/ca.pem"
+client_cert_file = "kmip/client.pem"
+client_key_file = "/abs/client.key"
+key_name = "k"
+[encrypt]
+with = ["hsm"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", body)).unwrap();
+    let d = dir.path();
+    assert_eq!(
+        c.referenced_files,
+        vec![
+            d.join("hsm/pin"),
+            d.join("kmip/ca.pem"),
+            d.join("kmip/client.pem"),
+            PathBuf::from("/abs/client.key"),
+        ]
+    );
+    let crate::backends::BackendSettings::Pkcs11(p) = &c.backends[0].settings else {
+        panic!("pkcs11 backend expected")
+    };
+    assert_eq!(p.module, PathBuf::from("libsofthsm2.so"));
+}
