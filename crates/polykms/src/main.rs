@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod hardening;
 mod logging;
+mod reencrypt;
 mod serve;
 
 use std::process::ExitCode;
