@@ -464,20 +464,26 @@ impl ResourceRun<'_> {
         let name = self.resource.name.clone();
         let halt = AtomicBool::new(false);
         let stop = self.stop;
-        let results = futures::stream::iter(items)
-            .take_while(|_| {
-                futures::future::ready(!stop.is_stopped() && !halt.load(Ordering::SeqCst))
-            })
-            .map(|l| async move {
-                let outcome = rewriter.rewrite(l.namespace.as_deref(), &l.name).await;
-                (l, outcome)
-            })
-            .buffered(self.options.concurrency);
+        // Objects finish out of order (a conflict backoff or a Retry-After must not hold up the
+        // other workers), but the state only moves past an object once everything before it in
+        // list order is done: `slots` holds outcomes until then.
+        let mut slots: Vec<Option<Outcome>> = vec![None; items.len()];
+        let keys: Vec<String> = items.iter().map(|l| l.key.clone()).collect();
+        let mut next = 0;
+        let results =
+            futures::stream::iter(items.into_iter().enumerate())
+                .take_while(|_| {
+                    futures::future::ready(!stop.is_stopped() && !halt.load(Ordering::SeqCst))
+                })
+                .map(|(i, l)| async move {
+                    (i, rewriter.rewrite(l.namespace.as_deref(), &l.name).await)
+                })
+                .buffer_unordered(self.options.concurrency);
         futures::pin_mut!(results);
         let mut fatal = None;
-        while let Some((l, outcome)) = results.next().await {
-            let outcome = match outcome {
-                Ok(o) => o,
+        while let Some((i, outcome)) = results.next().await {
+            match outcome {
+                Ok(o) => slots[i] = Some(o),
                 Err(d) => {
                     halt.store(true, Ordering::SeqCst);
                     if fatal.is_none() {
@@ -485,23 +491,22 @@ impl ResourceRun<'_> {
                     }
                     continue;
                 }
-            };
-            if fatal.is_some() {
-                // In list order nothing after the denied object counts as done.
-                continue;
             }
-            cursor.counts.processed += 1;
-            match outcome {
-                Outcome::Rewritten => cursor.counts.rewritten += 1,
-                Outcome::AlreadyCurrent => cursor.counts.already_current += 1,
-                Outcome::Skipped => cursor.counts.skipped += 1,
-                Outcome::Failed(reason) => {
-                    cursor.counts.failed += 1;
-                    self.summary.add_failure(&name, &l.key, reason);
+            while let Some(outcome) = slots.get_mut(next).and_then(Option::take) {
+                cursor.counts.processed += 1;
+                match outcome {
+                    Outcome::Rewritten => cursor.counts.rewritten += 1,
+                    Outcome::AlreadyCurrent => cursor.counts.already_current += 1,
+                    Outcome::Skipped => cursor.counts.skipped += 1,
+                    Outcome::Failed(reason) => {
+                        cursor.counts.failed += 1;
+                        self.summary.add_failure(&name, &keys[next], reason);
+                    }
                 }
+                cursor.position += 1;
+                cursor.last_key = Some(keys[next].clone());
+                next += 1;
             }
-            cursor.position += 1;
-            cursor.last_key = Some(l.key);
             self.progress
                 .update(&name, cursor.position, total, &cursor.counts);
             if last_save.elapsed() >= SAVE_EVERY {
