@@ -223,3 +223,88 @@ impl ResourceUrls {
             .expect("a PUT request always builds")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_list_carries_the_inconsistent_continue_token() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{"continue":"abc"},
+            "status":"Failure","message":"too old","reason":"Expired","code":410}"#;
+        let e = error_from(StatusCode::GONE, None, body);
+        assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+        assert_eq!(e.continue_token.as_deref(), Some("abc"));
+        assert!(!e.is_transient() && !e.is_denied());
+    }
+
+    #[test]
+    fn retry_after_comes_from_the_header_or_the_status_details() {
+        let plain = error_from(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(3)),
+            b"Too many requests, please try again later.",
+        );
+        assert_eq!(plain.retry_after, Some(Duration::from_secs(3)));
+        assert!(plain.message.contains("Too many requests") && plain.is_transient());
+        let status = br#"{"kind":"Status","message":"slow down","reason":"TooManyRequests",
+            "details":{"retryAfterSeconds":7},"code":429}"#;
+        let e = error_from(StatusCode::TOO_MANY_REQUESTS, None, status);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        let header_wins = error_from(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(1)),
+            status,
+        );
+        assert_eq!(header_wins.retry_after, Some(Duration::from_secs(1)));
+        let denied = error_from(
+            StatusCode::FORBIDDEN,
+            None,
+            br#"{"kind":"Status","message":"no","code":403}"#,
+        );
+        assert!(denied.is_denied() && denied.retry_after.is_none());
+    }
+
+    #[test]
+    fn urls_follow_the_api_paths_for_core_and_named_groups() {
+        let core = kube::discovery::ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            plural: "secrets".into(),
+        };
+        let all = ResourceUrls::new(&core, true, None);
+        assert_eq!(all.list_page(10, None).uri().path(), "/api/v1/secrets");
+        let q = all
+            .list_page(10, Some("tok"))
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .to_string();
+        assert!(q.contains("limit=10") && q.contains("continue=tok"), "{q}");
+        assert_eq!(
+            all.get(Some("ns"), "a").uri().path(),
+            "/api/v1/namespaces/ns/secrets/a"
+        );
+        let one = ResourceUrls::new(&core, true, Some("ns"));
+        assert_eq!(
+            one.list_page(1, None).uri().path(),
+            "/api/v1/namespaces/ns/secrets"
+        );
+        let apps = kube::discovery::ApiResource {
+            group: "apps".into(),
+            version: "v1".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        };
+        let put =
+            ResourceUrls::new(&apps, true, None).replace(Some("ns"), "d", &serde_json::json!({}));
+        assert_eq!(put.method(), http::Method::PUT);
+        assert_eq!(
+            put.uri().path(),
+            "/apis/apps/v1/namespaces/ns/deployments/d"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod resources;
 mod rewrite;
 mod run;
 mod state;
+mod summary;
 mod svm;
 
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use progress::ProgressMode;
 pub use rewrite::NONCE_ANNOTATION;
-pub use run::{ResourceSummary, Summary};
 pub use state::Counts;
+pub use summary::{FailedObject, ResourceSummary, Summary};
 
 /// How the summary is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! The client-side run: list each resource in pages, rewrite the objects of a page with
 //! `--concurrency` workers, record how far it got, stop cleanly on a signal or an RBAC denial.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,163 +8,19 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde::Serialize;
 
 use super::api::{MetaPage, ResourceUrls};
 use super::progress::Progress;
 use super::resources::{self, Resolved};
 use super::rewrite::{Outcome, RateLimiter, Rewriter};
-use super::state::{Counts, Cursor, State, StateFile};
-use super::{Options, OutputFormat, ReencryptError, StopFlag, svm};
+use super::state::{Cursor, State, StateFile};
+use super::summary::{ResourceSummary, Summary};
+use super::{Options, ReencryptError, StopFlag, svm};
 
-/// Failed objects named in the summary; beyond this only the count grows.
-const MAX_LISTED: usize = 100;
 /// The state file is written at least this often while objects are being handled.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-/// The outcome of one resource.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ResourceSummary {
-    /// As given in `--resources`.
-    pub resource: String,
-    /// Outcomes.
-    #[serde(flatten)]
-    pub counts: Counts,
-    /// Every object was handled.
-    pub done: bool,
-    /// Lists restarted after an expired continue token.
-    pub relists: u64,
-    /// StorageVersionMigration name and final condition, with `--use-storage-version-migration`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub migration: Option<svm::MigrationResult>,
-}
-
-/// One object that was given up on.
-#[derive(Debug, Clone, Serialize)]
-pub struct FailedObject {
-    /// The resource.
-    pub resource: String,
-    /// `namespace/name` or `name`.
-    pub object: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// `--dry-run`: nothing was written.
-    pub dry_run: bool,
-    /// Stopped by a signal before the end; the state file says where.
-    pub interrupted: bool,
-    /// Per resource, in the order given.
-    pub resources: Vec<ResourceSummary>,
-    /// All resources together.
-    pub total: Counts,
-    /// The first failed objects.
-    pub failures: Vec<FailedObject>,
-    /// The state file a later run continues from (kept when interrupted).
-    pub state_file: Option<String>,
-}
-
-impl Summary {
-    /// Nothing failed and the run went to the end.
-    pub fn passed(&self) -> bool {
-        self.total.failed == 0 && !self.interrupted && self.resources.iter().all(|r| r.done)
-    }
-
-    fn add_failure(&mut self, resource: &str, object: &str, reason: String) {
-        if self.failures.len() < MAX_LISTED {
-            self.failures.push(FailedObject {
-                resource: resource.into(),
-                object: object.into(),
-                reason,
-            });
-        }
-    }
-
-    /// The summary for people.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let verb = if self.dry_run {
-            "would rewrite"
-        } else {
-            "processed"
-        };
-        for r in &self.resources {
-            if let Some(m) = &r.migration {
-                let _ = writeln!(
-                    out,
-                    "{}: StorageVersionMigration {} {}",
-                    r.resource, m.name, m.condition
-                );
-                continue;
-            }
-            let _ = write!(out, "{}: {verb} {}", r.resource, r.counts.processed);
-            if !self.dry_run {
-                let _ = write!(
-                    out,
-                    " ({} rewritten, {} already current, {} skipped (deleted), {} failed)",
-                    r.counts.rewritten, r.counts.already_current, r.counts.skipped, r.counts.failed
-                );
-            }
-            if r.relists > 0 {
-                let _ = write!(
-                    out,
-                    "; {} relist(s) after an expired continue token",
-                    r.relists
-                );
-            }
-            if !r.done {
-                let _ = write!(out, " [not finished]");
-            }
-            out.push('\n');
-        }
-        let t = &self.total;
-        if self.dry_run {
-            let _ = writeln!(
-                out,
-                "dry run: {} object(s) listed, nothing written",
-                t.processed
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "total: {} rewritten, {} already current, {} skipped, {} failed",
-                t.rewritten, t.already_current, t.skipped, t.failed
-            );
-        }
-        for f in &self.failures {
-            let _ = writeln!(out, "failed: {} {}: {}", f.resource, f.object, f.reason);
-        }
-        if self.interrupted {
-            let _ = writeln!(
-                out,
-                "interrupted: run again with the same flags to continue{}",
-                self.state_file
-                    .as_deref()
-                    .map(|p| format!(" (state in {p})"))
-                    .unwrap_or_else(|| " (no --state-file: it starts over)".into())
-            );
-        }
-        out
-    }
-
-    /// The summary as one JSON document.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("the summary serialises");
-        v["passed"] = self.passed().into();
-        v
-    }
-
-    /// Renders in `format`.
-    pub fn render(&self, format: OutputFormat) -> String {
-        match format {
-            OutputFormat::Text => self.to_text(),
-            OutputFormat::Json => format!("{}\n", self.to_json()),
-        }
-    }
-}
+/// Relists per resource before giving up (each one follows a 410 or a refused token).
+const MAX_RELISTS: u64 = 1000;
 
 fn validate(options: &Options) -> Result<(), ReencryptError> {
     resources::validate(&options.resources)?;
@@ -361,6 +216,13 @@ impl ResourceRun<'_> {
                     // on the latest snapshot; without one, list from the start and skip what is
                     // done (last_key).
                     self.relists += 1;
+                    if self.relists > MAX_RELISTS {
+                        self.save(&cursor)?;
+                        return Err(ReencryptError::Unavailable(format!(
+                            "listing {name}: continue tokens keep expiring ({e}); try a smaller \
+                             --page-size or a higher --qps"
+                        )));
+                    }
                     token = e.continue_token.clone();
                     self.progress.note(&format!(
                         "{name}: continue token no longer valid ({}); listing again after {}",

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::api::{self, ApiError};
 use super::progress::Progress;
 use super::resources::{self, Resolved};
-use super::run::{ResourceSummary, Summary};
+use super::summary::{ResourceSummary, Summary};
 use super::{Options, ReencryptError, StopFlag};
 
 const GROUP: &str = "storagemigration.k8s.io";
