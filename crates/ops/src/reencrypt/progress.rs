@@ -61,11 +61,9 @@ impl Progress {
         let bar = (self.mode == ProgressMode::Bars).then(|| {
             let bar = self.bars.add(ProgressBar::no_length());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-                )
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+                    .expect("the progress template is valid")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(resource.to_string());
             bar.set_position(position);
@@ -94,8 +92,12 @@ impl Progress {
                 }
                 bar.set_position(position);
                 bar.set_message(format!(
-                    "rewritten {} current {} skipped {} failed {}",
-                    counts.rewritten, counts.already_current, counts.skipped, counts.failed
+                    "{:.0}/s rewritten {} current {} skipped {} failed {}",
+                    rate(position, e),
+                    counts.rewritten,
+                    counts.already_current,
+                    counts.skipped,
+                    counts.failed
                 ));
             }
             None => {
@@ -145,6 +147,16 @@ impl Progress {
     }
 }
 
+/// Objects per second since this run started on the resource.
+fn rate(position: u64, e: &Entry) -> f64 {
+    let secs = e.started.elapsed().as_secs_f64();
+    if secs > 0.0 {
+        (position.saturating_sub(e.started_at)) as f64 / secs
+    } else {
+        0.0
+    }
+}
+
 fn json_line(
     resource: &str,
     event: &str,
@@ -153,12 +165,7 @@ fn json_line(
     counts: &Counts,
     e: &Entry,
 ) {
-    let secs = e.started.elapsed().as_secs_f64();
-    let rate = if secs > 0.0 {
-        (position.saturating_sub(e.started_at)) as f64 / secs
-    } else {
-        0.0
-    };
+    let rate = rate(position, e);
     let eta = match total {
         Some(t) if rate > 0.0 && t > position => Some(((t - position) as f64 / rate).ceil() as u64),
         _ => None,
