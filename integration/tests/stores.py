@@ -133,13 +133,13 @@ class AzureStore:
 
     kind = "azure"
 
-    def __init__(self):
+    def __init__(self, size=2048):
         need("POLYKMS_AZURE_VAULT_URL", "POLYKMS_AZURE_CA_FILE", "POLYKMS_AZURE_TOKEN_FILE")
         self.url = os.environ["POLYKMS_AZURE_VAULT_URL"]
         self.ca = os.environ["POLYKMS_AZURE_CA_FILE"]
         self.token_file = os.environ["POLYKMS_AZURE_TOKEN_FILE"]
         self.key = f"e2e-{uuid.uuid4().hex[:10]}"
-        self.control(f"keys/{self.key}", {"kty": "RSA", "size": 2048})
+        self.control(f"keys/{self.key}", {"kty": "RSA", "size": size})
 
     def control(self, action, body=None):
         r = requests.post(f"{self.url}/__control/{action}", json=body or {}, verify=self.ca, timeout=5)

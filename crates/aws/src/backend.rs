@@ -197,6 +197,10 @@ impl KeyEncryptionBackend for AwsBackend {
         "aws"
     }
 
+    fn max_plaintext_len(&self) -> usize {
+        MAX_PLAINTEXT
+    }
+
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         self.inspect().await
     }

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretByte
 use polykms_net::CaRoots;
 
 use crate::binding;
-use crate::config::AzureConfig;
+use crate::config::{AzureConfig, WrapAlgorithm};
 use crate::credential::{self, TokenFileCredential};
 use crate::error::{Operation, classify, deadline_exceeded};
 use crate::transport;
@@ -33,6 +34,8 @@ pub struct AzureBackend {
     token_file: Option<Arc<TokenFileCredential>>,
     /// Proxy and CA summary for `describe`.
     network: String,
+    /// RSA modulus length in bytes, from the last key fetch (bounds what RSA-OAEP can wrap).
+    modulus_len: AtomicUsize,
 }
 
 impl fmt::Debug for AzureBackend {
@@ -72,6 +75,7 @@ impl AzureBackend {
             timeout: Duration::from_millis(config.timeout_ms),
             token_file,
             network: network.describe_for(config.vault_base(), CaRoots::AddToSystem),
+            modulus_len: AtomicUsize::new(MIN_RSA_MODULUS_LEN),
         })
     }
 
@@ -194,14 +198,50 @@ impl AzureBackend {
     }
 }
 
+/// Key Vault's smallest RSA key is 2048 bits: assumed until the key has been fetched.
+const MIN_RSA_MODULUS_LEN: usize = 256;
+
+impl AzureBackend {
+    /// Remembers the key's RSA modulus length from a fetched key.
+    fn note_key_size(&self, key: &Key) {
+        if let Some(n) = key.key.as_ref().and_then(|jwk| jwk.n.as_ref()) {
+            // A leading zero byte is sign padding, not part of the modulus.
+            let len = n.iter().skip_while(|b| **b == 0).count();
+            if len > 0 {
+                self.modulus_len.store(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Largest seed `algorithm` can wrap once the AAD digest is in front of it: RSA-OAEP takes
+/// at most k − 2·hLen − 2 bytes for a k-byte modulus (RFC 8017 §7.1.1).
+fn max_seed_len(algorithm: WrapAlgorithm, modulus_len: usize) -> usize {
+    let oaep_overhead = match algorithm {
+        WrapAlgorithm::RsaOaep256 => 2 * 32 + 2,
+        WrapAlgorithm::RsaOaep => 2 * 20 + 2,
+        // AES key wrap has no practical bound below the plugin's own.
+        _ => return usize::MAX,
+    };
+    modulus_len.saturating_sub(oaep_overhead + binding::DIGEST_LEN)
+}
+
 #[async_trait]
 impl KeyEncryptionBackend for AzureBackend {
     fn kind(&self) -> &'static str {
         "azure"
     }
 
+    fn max_plaintext_len(&self) -> usize {
+        max_seed_len(
+            self.config.algorithm,
+            self.modulus_len.load(Ordering::Relaxed),
+        )
+    }
+
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         let key = self.get_key().await?;
+        self.note_key_size(&key);
         self.kid_of(&key)
     }
 
@@ -264,6 +304,7 @@ impl KeyEncryptionBackend for AzureBackend {
 
     async fn probe(&self) -> Result<KeyVersion, BackendError> {
         let key = self.get_key().await?;
+        self.note_key_size(&key);
         self.check_usable(&key, OffsetDateTime::now_utc())?;
         self.kid_of(&key)
     }
@@ -285,5 +326,19 @@ impl KeyEncryptionBackend for AzureBackend {
         s.push_str("; ");
         s.push_str(&self.network);
         s
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn rsa_oaep_limits_leave_room_for_the_aad_digest() {
+        // RSA-2048 with OAEP-SHA-256: 256 − 66 = 190 bytes, of which 32 are the AAD digest.
+        assert_eq!(max_seed_len(WrapAlgorithm::RsaOaep256, 256), 158);
+        assert_eq!(max_seed_len(WrapAlgorithm::RsaOaep, 256), 182);
+        assert_eq!(max_seed_len(WrapAlgorithm::RsaOaep256, 512), 414);
+        assert_eq!(max_seed_len(WrapAlgorithm::A256Kw, 0), usize::MAX);
     }
 }

@@ -31,6 +31,11 @@ pub trait KeyEncryptionBackend: Send + Sync + Debug + 'static {
     /// Wraps `plaintext`, binding it to `aad`. The result records the key version used.
     async fn wrap(&self, plaintext: &SecretBytes, aad: &[u8]) -> Result<WrappedKey, BackendError>;
 
+    /// The largest plaintext `wrap` accepts, known without a remote call (what the backend adds
+    /// to it, such as an AAD digest, already taken off). Core refuses a longer plaintext before
+    /// calling any backend.
+    fn max_plaintext_len(&self) -> usize;
+
     /// Unwraps what `wrap` produced (under any key version the store still has).
     async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError>;
 

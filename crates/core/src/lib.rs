@@ -13,6 +13,7 @@ pub mod grpc_timeout;
 pub mod http;
 pub mod keyid;
 pub mod keyring;
+pub mod legacy;
 pub mod metrics;
 pub mod plugin;
 pub mod proto;

@@ -72,6 +72,7 @@ pub struct Metrics {
     key_id_changes: Counter,
     coalesced: Counter,
     unwrap_cache_hits: Counter,
+    legacy_envelopes: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     /// (api, method, code) → that request counter and the (api, method) histogram.
     request_series: SeriesCache<(&'static str, &'static str, &'static str)>,
@@ -203,6 +204,12 @@ impl Metrics {
             "Decrypt calls answered from the unwrap cache",
             unwrap_cache_hits.clone(),
         );
+        let legacy_envelopes = Counter::default();
+        registry.register(
+            "legacy_envelopes",
+            "Decrypt calls of version-1 multi-wrap envelopes (wraps not bound to each other): re-encrypt",
+            legacy_envelopes.clone(),
+        );
         let reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -230,6 +237,7 @@ impl Metrics {
             key_id_changes,
             coalesced,
             unwrap_cache_hits,
+            legacy_envelopes,
             reloads,
             request_series: SeriesCache::default(),
             backend_series: SeriesCache::default(),
@@ -346,6 +354,10 @@ impl Metrics {
 
     pub fn unwrap_cache_hit(&self) {
         self.unwrap_cache_hits.inc();
+    }
+
+    pub fn legacy_envelope(&self) {
+        self.legacy_envelopes.inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,10 +16,11 @@ use tokio::time::Instant;
 
 use crate::cache::{CacheSettings, UnwrapCache};
 use crate::coalesce::Coalescer;
-use crate::envelope::{EnvelopeV1, MAX_CIPHERTEXT, Wrap};
+use crate::envelope::{self, Envelope, EnvelopeError, MAX_CIPHERTEXT, Wrap};
 use crate::error::CoreError;
 use crate::keyid;
 use crate::keyring::{BackendSlot, Keyring, ProbeSettings};
+use crate::legacy::LegacyEnvelopes;
 use crate::metrics::Metrics;
 
 /// Largest seed/DEK the plugin wraps. The apiserver sends 32 bytes.
@@ -73,6 +75,10 @@ pub struct PluginSettings {
     /// Deadline of a call that carries no `grpc-timeout`.
     pub default_timeout: Duration,
     pub unwrap_cache: Option<CacheSettings>,
+    /// Whether version-1 envelopes with several wraps still decrypt. Their wraps are not bound
+    /// to each other; turn this off once `polykms audit` finds none left (a hostile etcd writer
+    /// could otherwise rewrite a version-2 envelope as version 1).
+    pub accept_legacy_multi_wrap: bool,
 }
 
 impl PluginSettings {
@@ -84,6 +90,7 @@ impl PluginSettings {
             retry: RetrySettings::default(),
             default_timeout: Duration::from_secs(3),
             unwrap_cache: None,
+            accept_legacy_multi_wrap: true,
         }
     }
 }
@@ -121,6 +128,9 @@ pub struct Plugin {
     keyring: ArcSwap<Keyring>,
     coalescer: Coalescer<Arc<Unwrapped>>,
     cache: Option<UnwrapCache<Arc<Unwrapped>>>,
+    legacy: LegacyEnvelopes,
+    /// `accept_legacy_multi_wrap`, changed by a reload.
+    accept_legacy: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -139,12 +149,15 @@ impl Plugin {
         keyring.probe_all(settings.probe.timeout).await;
         let keyring = Arc::new(keyring);
         keyring.start_probers(&settings.probe);
+        let accept_legacy = settings.accept_legacy_multi_wrap;
         let plugin = Arc::new(Plugin {
             aad: aad_for(&settings.provider_name),
             cache: settings.unwrap_cache.map(UnwrapCache::new),
             settings,
             keyring: ArcSwap::new(keyring),
             coalescer: Coalescer::default(),
+            legacy: LegacyEnvelopes::default(),
+            accept_legacy: AtomicBool::new(accept_legacy),
             metrics,
         });
         if let Some(cache) = &plugin.cache {
@@ -213,6 +226,19 @@ impl Plugin {
             )));
         }
         let ring = self.keyring.load_full();
+        // Known before any remote call: a plaintext one backend cannot wrap fails the whole
+        // Encrypt up front instead of after the others have wrapped it.
+        for slot in ring.encrypt_slots() {
+            let limit = slot.backend.max_plaintext_len();
+            if plaintext.len() > limit {
+                return Err(CoreError::InvalidRequest(format!(
+                    "plaintext is {} bytes; backend {} ({}) wraps at most {limit}",
+                    plaintext.len(),
+                    slot.name,
+                    slot.backend.kind()
+                )));
+            }
+        }
         let wraps = futures::future::try_join_all(ring.encrypt_slots().iter().map(|slot| {
             let pt = &plaintext;
             self.call(slot, "wrap", deadline, move || {
@@ -223,41 +249,40 @@ impl Plugin {
         for (slot, w) in ring.encrypt_slots().iter().zip(&wraps) {
             ring.observe_key_version(slot, &w.key_version);
         }
-        let envelope = EnvelopeV1 {
-            wraps: ring
-                .encrypt_slots()
-                .iter()
-                .zip(wraps)
-                .map(
-                    |(
-                        slot,
-                        WrappedKey {
-                            key_version,
-                            ciphertext,
-                        },
-                    )| Wrap {
-                        backend: slot.name.clone(),
-                        key_version: key_version.as_str().to_string(),
+        let wraps: Vec<Wrap> = ring
+            .encrypt_slots()
+            .iter()
+            .zip(wraps)
+            .map(
+                |(
+                    slot,
+                    WrappedKey {
+                        key_version,
                         ciphertext,
                     },
-                )
-                .collect(),
-        };
-        let pairs = envelope
-            .wraps
+                )| Wrap {
+                    backend: slot.name.clone(),
+                    key_version: key_version.as_str().to_string(),
+                    ciphertext,
+                },
+            )
+            .collect();
+        let pairs = wraps
             .iter()
             .map(|w| (w.backend.as_str(), w.key_version.as_str()));
         let key_id = ring
             .key_id_if_current(pairs)
-            .unwrap_or_else(|| envelope_key_id(&envelope));
-        let (ciphertext, annotations) = envelope
-            .encode()
-            .map_err(|e| CoreError::Config(e.to_string()))?;
+            .unwrap_or_else(|| wraps_key_id(&wraps));
+        let (ciphertext, annotations) =
+            envelope::seal(&wraps, &plaintext).map_err(|e| match e {
+                EnvelopeError::TooLarge(_) => CoreError::Config(e.to_string()),
+                e => CoreError::Config(format!("backend answer cannot be enveloped: {e}")),
+            })?;
         Ok(Encrypted {
             ciphertext,
             key_id,
             annotations,
-            backends: envelope.wraps.iter().map(|w| w.backend.clone()).collect(),
+            backends: wraps.into_iter().map(|w| w.backend).collect(),
         })
     }
 
@@ -282,7 +307,7 @@ impl Plugin {
                 "annotations are {annotation_bytes} bytes; at most {MAX_ANNOTATIONS_BYTES}"
             )));
         }
-        let envelope = EnvelopeV1::decode(ciphertext, annotations)?;
+        let envelope = Envelope::decode(ciphertext, annotations)?;
         if let Some(key_id) = key_id {
             if key_id.is_empty() || key_id.len() > MAX_KEY_ID {
                 return Err(CoreError::InvalidRequest(format!(
@@ -297,6 +322,21 @@ impl Plugin {
             }
         }
         let digest = request_digest(ciphertext, annotations);
+        if envelope.is_legacy_multi_wrap() {
+            self.metrics.legacy_envelope();
+            if !self.accept_legacy.load(Ordering::Relaxed) {
+                return Err(CoreError::InvalidRequest(
+                    "version-1 multi-wrap envelopes are refused ([decrypt] accept_legacy_multi_wrap = false)".into(),
+                ));
+            }
+            if self.legacy.first_sighting(&digest) {
+                tracing::warn!(
+                    key_id = %envelope_key_id(&envelope),
+                    backends = ?envelope.wraps.iter().map(|w| w.backend.as_str()).collect::<Vec<_>>(),
+                    "decrypting a version-1 multi-wrap envelope: its wraps are not bound to each other; re-encrypt (docs/rotation.md)"
+                );
+            }
+        }
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&digest)) {
             self.metrics.unwrap_cache_hit();
             return Ok(hit);
@@ -326,7 +366,7 @@ impl Plugin {
 
     async fn unwrap_envelope(
         &self,
-        envelope: EnvelopeV1,
+        envelope: Envelope,
         deadline: Instant,
     ) -> Result<Unwrapped, CoreError> {
         let ring = self.keyring.load_full();
@@ -367,6 +407,10 @@ impl Plugin {
                     ));
                 }
                 Ok(seed) => {
+                    // The seed leaves only with an envelope that it commits to. A wrap that
+                    // unwraps but does not verify ends the Decrypt: trying the next wrap could
+                    // only yield a different seed for the same object.
+                    envelope.verify(&seed)?;
                     return Ok(Unwrapped {
                         seed,
                         backend: slot.name.clone(),
@@ -442,6 +486,13 @@ impl Plugin {
         unreachable!("the last attempt returns")
     }
 
+    /// Whether version-1 multi-wrap envelopes decrypt from now on (a reloadable setting).
+    pub fn set_accept_legacy_multi_wrap(&self, accept: bool) {
+        if self.accept_legacy.swap(accept, Ordering::Relaxed) != accept {
+            tracing::info!(accept, "accept_legacy_multi_wrap changed");
+        }
+    }
+
     /// Replaces the backends and `encrypt.with`. The new keyring is probed first; it is
     /// rejected, and the running one kept, when an encrypt backend fails that probe.
     pub async fn reload(&self, keyring: Keyring) -> Result<(), CoreError> {
@@ -492,10 +543,13 @@ async fn purge_cache(plugin: std::sync::Weak<Plugin>, every: Duration) {
 }
 
 /// key_id of an envelope: recomputed from its wraps, so Decrypt can check the stored one.
-pub fn envelope_key_id(envelope: &EnvelopeV1) -> String {
+pub fn envelope_key_id(envelope: &Envelope) -> String {
+    wraps_key_id(&envelope.wraps)
+}
+
+fn wraps_key_id(wraps: &[Wrap]) -> String {
     keyid::key_id(
-        envelope
-            .wraps
+        wraps
             .iter()
             .map(|w| (w.backend.as_str(), w.key_version.as_str())),
     )

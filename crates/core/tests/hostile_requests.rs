@@ -10,8 +10,6 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
 use polykms_core::proto::v1beta1::key_management_service_server::KeyManagementService as V1;
 use polykms_core::proto::v2::key_management_service_server::KeyManagementService as V2;
 use polykms_core::proto::{v1beta1, v2};
@@ -20,6 +18,9 @@ use polykms_core::service_v2::KmsV2;
 use polykms_core::{Keyring, Metrics, NamedBackend, Plugin, PluginSettings};
 use polykms_local::{LocalBackend, LocalConfig, generate_key_file};
 use proptest::prelude::*;
+
+mod common;
+use common::PaddedBackend;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
 use prost::Message;
 use tonic::{Code, Request, Status};
@@ -108,45 +109,6 @@ fn runner(default_cases: u32) -> TestRunner {
         failure_persistence: None,
         ..ProptestConfig::default()
     })
-}
-
-/// Wraps with the local backend and pads the result to `pad` bytes, so an envelope with a
-/// few of these overflows 1024 bytes and carries wraps in annotations (as RSA-4096 wraps do).
-#[derive(Debug)]
-struct PaddedBackend {
-    inner: LocalBackend,
-    pad: usize,
-}
-
-#[async_trait]
-impl KeyEncryptionBackend for PaddedBackend {
-    fn kind(&self) -> &'static str {
-        "padded"
-    }
-    async fn key_version(&self) -> Result<KeyVersion, BackendError> {
-        self.inner.key_version().await
-    }
-    async fn wrap(&self, plaintext: &SecretBytes, aad: &[u8]) -> Result<WrappedKey, BackendError> {
-        let mut w = self.inner.wrap(plaintext, aad).await?;
-        let len = w.ciphertext.len();
-        w.ciphertext.resize(len.max(self.pad - 2), 0xa5);
-        w.ciphertext.extend_from_slice(&(len as u16).to_be_bytes());
-        Ok(w)
-    }
-    async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError> {
-        let ct = &wrapped.ciphertext;
-        let split = ct
-            .len()
-            .checked_sub(2)
-            .ok_or_else(|| BackendError::integrity("short"))?;
-        let len = u16::from_be_bytes([ct[split], ct[split + 1]]) as usize;
-        let inner = ct
-            .get(..len)
-            .filter(|_| len <= split)
-            .ok_or_else(|| BackendError::integrity("length"))?;
-        let unpadded = WrappedKey::new(wrapped.key_version.clone(), inner.to_vec());
-        self.inner.unwrap(&unpadded, aad).await
-    }
 }
 
 /// A plugin over `local` plus two padded backends, a valid v2 ciphertext (with annotations)

@@ -143,6 +143,10 @@ impl KeyEncryptionBackend for GcpBackend {
         "gcp"
     }
 
+    fn max_plaintext_len(&self) -> usize {
+        MAX_PLAINTEXT
+    }
+
     /// GetCryptoKey → `primary.name`, e.g. `projects/…/cryptoKeys/K/cryptoKeyVersions/3`.
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         primary_version(&self.crypto_key().await?, false)

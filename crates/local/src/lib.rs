@@ -125,6 +125,11 @@ impl KeyEncryptionBackend for LocalBackend {
         "local"
     }
 
+    /// AES-256-GCM has no practical bound below the plugin's own.
+    fn max_plaintext_len(&self) -> usize {
+        usize::MAX
+    }
+
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         Ok(self.current().version.clone())
     }

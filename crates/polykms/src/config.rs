@@ -162,6 +162,9 @@ pub struct DecryptConfig {
     pub cache_size: usize,
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Whether version-1 envelopes with several wraps (written before polykms bound wraps to
+    /// each other) still decrypt. Turn off once `polykms audit` reports none left.
+    pub accept_legacy_multi_wrap: bool,
 }
 
 impl Default for DecryptConfig {
@@ -169,6 +172,7 @@ impl Default for DecryptConfig {
         DecryptConfig {
             cache_size: 1024,
             cache_ttl: Duration::from_secs(30),
+            accept_legacy_multi_wrap: true,
         }
     }
 }

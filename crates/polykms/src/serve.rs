@@ -55,6 +55,7 @@ pub fn plugin_settings(config: &Config) -> PluginSettings {
             capacity: config.decrypt.cache_size,
             ttl: config.decrypt.cache_ttl,
         }),
+        accept_legacy_multi_wrap: config.decrypt.accept_legacy_multi_wrap,
     }
 }
 
@@ -161,5 +162,7 @@ async fn reload(path: &Path, running: &Config, plugin: &Plugin) -> Result<(), Fa
     plugin
         .reload(ring)
         .await
-        .map_err(|e| Failure::Config(e.to_string()))
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    plugin.set_accept_legacy_multi_wrap(next.decrypt.accept_legacy_multi_wrap);
+    Ok(())
 }

@@ -197,6 +197,13 @@ impl KeyEncryptionBackend for VaultBackend {
         "vault"
     }
 
+    fn max_plaintext_len(&self) -> usize {
+        self.key_info
+            .load()
+            .as_ref()
+            .map_or(usize::MAX, |info| info.max_plaintext_len())
+    }
+
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         let info = self.read_key().await?;
         Ok(self.version_id(info.latest_version))

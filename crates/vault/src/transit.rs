@@ -47,6 +47,17 @@ pub(crate) struct KeyInfo {
 }
 
 impl KeyInfo {
+    /// Largest plaintext Transit encrypts with this key type: RSA-OAEP (SHA-256) takes
+    /// k − 66 bytes for a k-byte modulus; AEAD types have no bound below the plugin's own.
+    pub(crate) fn max_plaintext_len(&self) -> usize {
+        match self.key_type.as_str() {
+            "rsa-2048" => 256 - 66,
+            "rsa-3072" => 384 - 66,
+            "rsa-4096" => 512 - 66,
+            _ => usize::MAX,
+        }
+    }
+
     /// Whether encrypt with this key binds `associated_data`.
     pub fn binds_associated_data(&self) -> bool {
         AEAD_KEY_TYPES.contains(&self.key_type.as_str())

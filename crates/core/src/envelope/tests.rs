@@ -14,51 +14,99 @@ fn none() -> BTreeMap<String, Vec<u8>> {
     BTreeMap::new()
 }
 
+fn seed(b: u8) -> SecretBytes {
+    SecretBytes::new(vec![b; 32])
+}
+
+/// Parses and verifies, as Decrypt does once a backend returned `seed`.
+fn open(bytes: &[u8], ann: &Annotations, seed: &SecretBytes) -> Result<Vec<Wrap>, EnvelopeError> {
+    let env = Envelope::decode(bytes, ann)?;
+    env.verify(seed)?;
+    Ok(env.wraps)
+}
+
 #[test]
-fn single_wrap_round_trips_inline() {
-    let env = EnvelopeV1 {
-        wraps: vec![wrap("local", "local:0011223344556677", 60)],
-    };
-    let (bytes, ann) = env.encode().unwrap();
+fn single_wrap_round_trips_inline_with_a_commitment() {
+    let wraps = vec![wrap("local", "local:0011223344556677", 60)];
+    let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
     assert!(ann.is_empty());
+    assert_eq!(&bytes[..3], b"PK\x02");
+    assert_eq!(format_version(&bytes), Some(FORMAT_V2));
+    let env = Envelope::decode(&bytes, &none()).unwrap();
+    assert_eq!(env.version, FORMAT_V2);
+    assert_eq!(env.wraps, wraps);
+    assert!(!env.is_legacy_multi_wrap());
+    env.verify(&seed(1)).unwrap();
+    assert_eq!(env.verify(&seed(2)), Err(EnvelopeError::Altered));
+}
+
+#[test]
+fn version_1_envelopes_still_parse_and_have_nothing_to_verify() {
+    let wraps = vec![wrap("a", "v1", 60), wrap("b", "v2", 60)];
+    let (bytes, ann) = encode_v1(&wraps).unwrap();
     assert_eq!(&bytes[..3], b"PK\x01");
-    assert_eq!(EnvelopeV1::decode(&bytes, &none()).unwrap(), env);
+    let env = Envelope::decode(&bytes, &ann).unwrap();
+    assert_eq!((env.version, &env.wraps), (FORMAT_V1, &wraps));
+    assert!(env.is_legacy_multi_wrap());
+    env.verify(&seed(9)).unwrap();
+    let (single, _) = encode_v1(&wraps[..1]).unwrap();
+    assert!(
+        !Envelope::decode(&single, &none())
+            .unwrap()
+            .is_legacy_multi_wrap()
+    );
 }
 
 #[test]
 fn wraps_that_do_not_fit_move_to_annotations() {
     // Two RSA-4096 wraps (512 bytes each) cannot both be inline.
-    let env = EnvelopeV1 {
-        wraps: vec![
-            wrap("azure-a", "v1", 512),
-            wrap("azure-b", "v7", 512),
-            wrap("c", "v", 60),
-        ],
-    };
-    let (bytes, ann) = env.encode().unwrap();
+    let wraps = vec![
+        wrap("azure-a", "v1", 512),
+        wrap("azure-b", "v7", 512),
+        wrap("c", "v", 60),
+    ];
+    let (bytes, ann) = seal(&wraps, &seed(3)).unwrap();
     assert!(bytes.len() <= MAX_CIPHERTEXT);
     assert!(ann.contains_key("wrap-1.polykms.io"));
     for key in ann.keys() {
         assert!(key.ends_with(".polykms.io") && key == &key.to_lowercase());
     }
-    assert_eq!(EnvelopeV1::decode(&bytes, &ann).unwrap(), env);
+    assert_eq!(open(&bytes, &ann, &seed(3)).unwrap(), wraps);
+}
+
+#[test]
+fn the_commitment_counts_towards_the_size_bound() {
+    // 4 + (1+1+1+2+1+2+c) = 12 + c bytes of head: c = 1012 fits in version 1 but not with the
+    // 32-byte commitment, and a single wrap cannot move to an annotation.
+    let wraps = vec![wrap("a", "v", 1012)];
+    assert_eq!(encode_v1(&wraps).unwrap().0.len(), MAX_CIPHERTEXT);
+    assert_eq!(
+        seal(&wraps, &seed(1)),
+        Err(EnvelopeError::TooLarge(MAX_CIPHERTEXT + COMMITMENT_LEN))
+    );
+    let wraps = vec![wrap("a", "v", 1012 - COMMITMENT_LEN)];
+    assert_eq!(seal(&wraps, &seed(1)).unwrap().0.len(), MAX_CIPHERTEXT);
+    // Two wraps that fit together in version 1 overflow once the commitment is added.
+    let wraps = vec![wrap("a", "v", 500), wrap("b", "v", 500)];
+    assert!(encode_v1(&wraps).unwrap().1.is_empty());
+    let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
+    assert_eq!(ann.len(), 1);
+    assert!(bytes.len() <= MAX_CIPHERTEXT);
 }
 
 #[test]
 fn added_missing_or_renamed_annotations_are_rejected() {
-    let env = EnvelopeV1 {
-        wraps: vec![wrap("a", "v1", 600), wrap("b", "v2", 600)],
-    };
-    let (bytes, ann) = env.encode().unwrap();
+    let wraps = vec![wrap("a", "v1", 600), wrap("b", "v2", 600)];
+    let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
     assert_eq!(ann.len(), 1);
     assert!(matches!(
-        EnvelopeV1::decode(&bytes, &none()),
+        Envelope::decode(&bytes, &none()),
         Err(EnvelopeError::Annotations(_))
     ));
     let mut extra = ann.clone();
     extra.insert("evil.example.com".into(), vec![1]);
     assert!(matches!(
-        EnvelopeV1::decode(&bytes, &extra),
+        Envelope::decode(&bytes, &extra),
         Err(EnvelopeError::Annotations(_))
     ));
     let renamed: BTreeMap<_, _> = ann
@@ -66,62 +114,103 @@ fn added_missing_or_renamed_annotations_are_rejected() {
         .map(|v| ("wrap-9.polykms.io".to_string(), v.clone()))
         .collect();
     assert!(matches!(
-        EnvelopeV1::decode(&bytes, &renamed),
+        Envelope::decode(&bytes, &renamed),
         Err(EnvelopeError::Annotations(_))
     ));
-    // Same key, altered value: the inline digest catches it.
+    // Same key, altered value: the inline digest catches it before any backend call.
     let mut altered = ann.clone();
     altered.values_mut().for_each(|v| v[0] ^= 1);
     assert!(
-        matches!(EnvelopeV1::decode(&bytes, &altered), Err(EnvelopeError::Annotations(m)) if m.contains("altered"))
+        matches!(Envelope::decode(&bytes, &altered), Err(EnvelopeError::Annotations(m)) if m.contains("altered"))
     );
     // Annotations on an envelope that has no external wrap.
-    let (small, _) = EnvelopeV1 {
-        wraps: vec![wrap("a", "v", 10)],
+    let (small, _) = seal(&[wrap("a", "v", 10)], &seed(1)).unwrap();
+    assert!(Envelope::decode(&small, &ann).is_err());
+}
+
+#[test]
+fn every_bit_of_a_sealed_envelope_and_its_annotations_is_covered() {
+    let s = seed(7);
+    let wraps = vec![
+        wrap("a", "a:v1", 60),
+        wrap("b", "b:v2", 500),
+        wrap("c", "c:v3", 500),
+    ];
+    let (bytes, ann) = seal(&wraps, &s).unwrap();
+    assert!(!ann.is_empty());
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut altered = bytes.clone();
+            altered[i] ^= 1 << bit;
+            assert!(
+                open(&altered, &ann, &s).is_err(),
+                "flip of bit {bit} in byte {i} went unnoticed"
+            );
+        }
     }
-    .encode()
-    .unwrap();
-    assert!(EnvelopeV1::decode(&small, &ann).is_err());
+    for key in ann.keys() {
+        for i in 0..ann[key].len() {
+            let mut altered = ann.clone();
+            altered.get_mut(key).unwrap()[i] ^= 0x10;
+            assert!(open(&bytes, &altered, &s).is_err(), "{key}[{i}]");
+        }
+    }
+}
+
+#[test]
+fn a_wrap_swapped_for_another_seeds_wrap_does_not_verify() {
+    // An etcd writer replaces wrap b by a wrap of their own seed, keeping everything else.
+    let s = seed(1);
+    let (bytes, _) = seal(&[wrap("a", "v", 60), wrap("b", "v", 60)], &s).unwrap();
+    let mut swapped = bytes.clone();
+    let b_start = bytes.len() - COMMITMENT_LEN - 60;
+    swapped[b_start..bytes.len() - COMMITMENT_LEN].fill(0x11);
+    let env = Envelope::decode(&swapped, &none()).unwrap();
+    // Whichever seed a backend returns, the altered envelope is refused.
+    assert_eq!(env.verify(&s), Err(EnvelopeError::Altered));
+    assert_eq!(env.verify(&seed(2)), Err(EnvelopeError::Altered));
 }
 
 #[test]
 fn first_wrap_alone_too_large_is_an_error() {
-    let env = EnvelopeV1 {
-        wraps: vec![wrap("a", "v", 1100)],
-    };
-    assert!(matches!(env.encode(), Err(EnvelopeError::TooLarge(_))));
+    assert!(matches!(
+        seal(&[wrap("a", "v", 1100)], &seed(1)),
+        Err(EnvelopeError::TooLarge(_))
+    ));
 }
 
 #[test]
 fn rejects_foreign_truncated_and_padded_input() {
-    let (bytes, _) = EnvelopeV1 {
-        wraps: vec![wrap("a", "v", 40)],
-    }
-    .encode()
-    .unwrap();
+    let (bytes, _) = seal(&[wrap("a", "v", 40)], &seed(1)).unwrap();
     assert_eq!(
-        EnvelopeV1::decode(b"k8s:enc:whatever", &none()),
+        Envelope::decode(b"k8s:enc:whatever", &none()),
         Err(EnvelopeError::NotEnvelope)
     );
     assert_eq!(
-        EnvelopeV1::decode(b"PK\x02\x01", &none()),
-        Err(EnvelopeError::UnsupportedVersion(2))
+        Envelope::decode(b"PK\x03\x01", &none()),
+        Err(EnvelopeError::UnsupportedVersion(3))
     );
+    assert_eq!(format_version(b"PK"), None);
+    assert_eq!(format_version(b"PQ\x02"), None);
     for cut in 0..bytes.len() {
         assert!(
-            EnvelopeV1::decode(&bytes[..cut], &none()).is_err(),
+            open(&bytes[..cut], &none(), &seed(1)).is_err(),
             "cut at {cut}"
         );
     }
     let mut padded = bytes.clone();
     padded.push(0);
+    assert!(open(&padded, &none(), &seed(1)).is_err());
+    let (v1, _) = encode_v1(&[wrap("a", "v", 40)]).unwrap();
+    let mut padded = v1.clone();
+    padded.push(0);
     assert_eq!(
-        EnvelopeV1::decode(&padded, &none()),
+        Envelope::decode(&padded, &none()),
         Err(EnvelopeError::Malformed("trailing bytes"))
     );
 }
 
-fn arb_envelope() -> impl Strategy<Value = EnvelopeV1> {
+fn arb_wraps() -> impl Strategy<Value = Vec<Wrap>> {
     let w = (
         "[a-z][a-z0-9-]{0,20}",
         "[ -~]{1,80}",
@@ -132,18 +221,30 @@ fn arb_envelope() -> impl Strategy<Value = EnvelopeV1> {
             key_version,
             ciphertext,
         });
-    proptest::collection::vec(w, 1..=4).prop_map(|wraps| EnvelopeV1 { wraps })
+    proptest::collection::vec(w, 1..=4)
+}
+
+fn arb_seed() -> impl Strategy<Value = SecretBytes> {
+    proptest::collection::vec(any::<u8>(), 1..=64).prop_map(SecretBytes::new)
+}
+
+/// Cases per property: `PROPTEST_CASES` when set (the README's long run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1000), ..ProptestConfig::default() })]
 
     #[test]
-    fn encode_decode_round_trips(env in arb_envelope()) {
-        match env.encode() {
+    fn seal_decode_verify_round_trips(wraps in arb_wraps(), s in arb_seed()) {
+        match seal(&wraps, &s) {
             Ok((bytes, ann)) => {
                 prop_assert!(bytes.len() <= MAX_CIPHERTEXT);
-                prop_assert_eq!(EnvelopeV1::decode(&bytes, &ann).unwrap(), env);
+                prop_assert_eq!(open(&bytes, &ann, &s).unwrap(), wraps);
             }
             Err(e) => prop_assert!(matches!(e, EnvelopeError::TooLarge(_))),
         }
@@ -151,23 +252,52 @@ proptest! {
 
     #[test]
     fn decode_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
-        let _ = EnvelopeV1::decode(&bytes, &BTreeMap::new());
-        let mut prefixed = b"PK\x01".to_vec();
-        prefixed.extend_from_slice(&bytes);
-        let _ = EnvelopeV1::decode(&prefixed, &BTreeMap::new());
+        let _ = Envelope::decode(&bytes, &BTreeMap::new());
+        for version in [FORMAT_V1, FORMAT_V2] {
+            let mut prefixed = vec![b'P', b'K', version];
+            prefixed.extend_from_slice(&bytes);
+            if let Ok(env) = Envelope::decode(&prefixed, &BTreeMap::new()) {
+                // Random bytes never carry a commitment that verifies.
+                if version == FORMAT_V2 {
+                    prop_assert!(env.verify(&seed(0)).is_err());
+                }
+            }
+        }
     }
 
+    /// Any change to a sealed envelope or its annotations — bytes overwritten anywhere, the
+    /// envelope cut short or extended — is refused under the sealing seed and under any other.
     #[test]
-    fn decode_never_panics_on_mutated_envelopes(
-        env in arb_envelope(),
-        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    fn altered_sealed_envelopes_never_verify(
+        wraps in arb_wraps(),
+        s in arb_seed(),
+        other in arb_seed(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..8),
+        in_annotation in any::<bool>(),
+        resize in -3i32..=3,
     ) {
-        if let Ok((mut bytes, ann)) = env.encode() {
-            for (at, value) in flips {
-                let i = at.index(bytes.len());
-                bytes[i] = value;
+        let Ok((sealed, sealed_ann)) = seal(&wraps, &s) else { return Ok(()) };
+        let (mut bytes, mut ann) = (sealed.clone(), sealed_ann.clone());
+        if in_annotation && !ann.is_empty() {
+            let value = ann.values_mut().next().expect("not empty");
+            for (at, xor) in &flips {
+                let i = at.index(value.len());
+                value[i] ^= xor;
             }
-            let _ = EnvelopeV1::decode(&bytes, &ann);
+        } else {
+            for (at, xor) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= xor;
+            }
+        }
+        match resize {
+            r if r < 0 => bytes.truncate(bytes.len().saturating_sub((-r) as usize)),
+            r => bytes.extend(std::iter::repeat_n(0x5a, r as usize)),
+        }
+        // XOR flips at the same index can cancel out; only a real change must be refused.
+        if (&bytes, &ann) != (&sealed, &sealed_ann) {
+            prop_assert!(open(&bytes, &ann, &s).is_err());
+            prop_assert!(open(&bytes, &ann, &other).is_err());
         }
     }
 }

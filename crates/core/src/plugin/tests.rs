@@ -20,12 +20,14 @@ struct TestBackend {
     wraps: AtomicUsize,
     unwraps: AtomicUsize,
     probes: AtomicUsize,
+    max_plaintext: AtomicUsize,
 }
 
 impl TestBackend {
     fn new(version: &str) -> Arc<Self> {
         let b = TestBackend::default();
         *b.version.lock().unwrap() = version.into();
+        b.max_plaintext.store(usize::MAX, Ordering::SeqCst);
         Arc::new(b)
     }
 
@@ -45,6 +47,10 @@ impl TestBackend {
 impl KeyEncryptionBackend for TestBackend {
     fn kind(&self) -> &'static str {
         "test"
+    }
+
+    fn max_plaintext_len(&self) -> usize {
+        self.max_plaintext.load(Ordering::SeqCst)
     }
 
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
@@ -436,10 +442,10 @@ async fn non_retryable_errors_are_not_retried() {
     let t = TestBackend::new("v1");
     let p = plugin(vec![named("t", t.clone())], &["t"]).await;
     let enc = p.encrypt(seed(13), deadline()).await.unwrap();
-    let env = EnvelopeV1::decode(&enc.ciphertext, &no_annotations()).unwrap();
+    let env = Envelope::decode(&enc.ciphertext, &no_annotations()).unwrap();
     let mut w = env.wraps[0].clone();
     w.ciphertext.push(b'!'); // breaks the aad suffix: WrongKey
-    let (ct, _) = EnvelopeV1 { wraps: vec![w] }.encode().unwrap();
+    let (ct, _) = envelope::seal(&[w], &seed(13)).unwrap();
     let before = t.unwraps.load(Ordering::SeqCst);
     let err = p
         .decrypt(&ct, None, &no_annotations(), deadline())
@@ -538,3 +544,5 @@ async fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+mod integrity;

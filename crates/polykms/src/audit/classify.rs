@@ -24,11 +24,44 @@ pub enum ValueClass {
         provider: String,
         key_id: String,
         dek_source: DekSource,
+        envelope: EnvelopeFormat,
     },
     /// `k8s:enc:kms:v2:<provider>:` whose `EncryptedObject` does not parse or validate.
     KmsV2Malformed { provider: String, reason: String },
     /// Anything else (an unknown `k8s:enc:` transformer, or bytes no apiserver writes).
     Unknown,
+}
+
+/// The plugin ciphertext (`encryptedDEKSource`) as far as it can be read without a key: the
+/// polykms envelope format version and wrap count, or another plugin's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeFormat {
+    /// A polykms envelope: format version and number of wraps (header bytes 2 and 3).
+    Polykms { version: u8, wraps: u8 },
+    /// Not a polykms envelope (another KMS plugin wrote it).
+    Foreign,
+}
+
+impl EnvelopeFormat {
+    /// Reads the envelope header of a plugin ciphertext.
+    pub fn of(ciphertext: &[u8]) -> Self {
+        match (
+            polykms_core::envelope::format_version(ciphertext),
+            ciphertext.get(3),
+        ) {
+            (Some(version), Some(&wraps)) => EnvelopeFormat::Polykms { version, wraps },
+            _ => EnvelopeFormat::Foreign,
+        }
+    }
+
+    /// Stable label for the counts: `v2`, `v1`, `v1-multi-wrap` (re-encrypt these), `other`.
+    pub fn label(self) -> String {
+        match self {
+            EnvelopeFormat::Polykms { version: 1, wraps } if wraps > 1 => "v1-multi-wrap".into(),
+            EnvelopeFormat::Polykms { version, .. } => format!("v{version}"),
+            EnvelopeFormat::Foreign => "other".into(),
+        }
+    }
 }
 
 /// What the KMS v2 plugin wrapped for this object.
@@ -86,10 +119,11 @@ pub fn classify(value: &[u8]) -> ValueClass {
         (b"secretbox", b"v1") => ValueClass::Secretbox { key: name },
         (b"kms", b"v1") => ValueClass::KmsV1 { provider: name },
         (b"kms", b"v2") => match parse_encrypted_object(body) {
-            Ok((key_id, dek_source)) => ValueClass::KmsV2 {
+            Ok((key_id, dek_source, envelope)) => ValueClass::KmsV2 {
                 provider: name,
                 key_id,
                 dek_source,
+                envelope,
             },
             Err(reason) => ValueClass::KmsV2Malformed {
                 provider: name,
@@ -107,8 +141,8 @@ fn split_field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Decodes and validates an `EncryptedObject` the way the apiserver does before it reads one
-/// (`ValidateEncryptedObject`), returning its key_id and DEK source type.
-pub fn parse_encrypted_object(body: &[u8]) -> Result<(String, DekSource), String> {
+/// (`ValidateEncryptedObject`), returning its key_id, DEK source type and envelope format.
+pub fn parse_encrypted_object(body: &[u8]) -> Result<(String, DekSource, EnvelopeFormat), String> {
     let object = EncryptedObject::decode(body).map_err(|e| format!("not a protobuf: {e}"))?;
     let dek_source = match object.encrypted_dek_source_type {
         0 => DekSource::AesGcmKey,
@@ -131,7 +165,8 @@ pub fn parse_encrypted_object(body: &[u8]) -> Result<(String, DekSource), String
             object.key_id.len()
         ));
     }
-    Ok((object.key_id, dek_source))
+    let envelope = EnvelopeFormat::of(&object.encrypted_dek_source);
+    Ok((object.key_id, dek_source, envelope))
 }
 
 #[cfg(test)]
@@ -165,7 +200,8 @@ mod tests {
             ValueClass::KmsV2 {
                 provider: "polykms".into(),
                 key_id: "kid-1".into(),
-                dek_source: DekSource::HkdfSeed
+                dek_source: DekSource::HkdfSeed,
+                envelope: EnvelopeFormat::Foreign,
             }
         );
         let v = kms_v2("other", &object("kid-2", 0));
@@ -183,7 +219,11 @@ mod tests {
         ];
         assert_eq!(
             parse_encrypted_object(&body),
-            Ok(("k".to_string(), DekSource::HkdfSeed))
+            Ok((
+                "k".to_string(),
+                DekSource::HkdfSeed,
+                EnvelopeFormat::Foreign
+            ))
         );
     }
 
@@ -267,5 +307,29 @@ mod tests {
         ] {
             assert_eq!(classify(v), ValueClass::Unknown, "{v:?}");
         }
+    }
+
+    #[test]
+    fn envelope_format_is_read_from_the_header_without_a_key() {
+        assert_eq!(EnvelopeFormat::of(b"PK\x02\x01rest").label(), "v2");
+        assert_eq!(EnvelopeFormat::of(b"PK\x01\x01rest").label(), "v1");
+        assert_eq!(
+            EnvelopeFormat::of(b"PK\x01\x03rest").label(),
+            "v1-multi-wrap"
+        );
+        assert_eq!(EnvelopeFormat::of(b"PK\x02").label(), "other");
+        assert_eq!(EnvelopeFormat::of(b"\x0a\x20vault:v1:abc").label(), "other");
+        let mut o = object("kid", 1);
+        o.encrypted_dek_source = b"PK\x01\x02xyz".to_vec();
+        assert!(matches!(
+            classify(&kms_v2("polykms", &o)),
+            ValueClass::KmsV2 {
+                envelope: EnvelopeFormat::Polykms {
+                    version: 1,
+                    wraps: 2
+                },
+                ..
+            }
+        ));
     }
 }

@@ -38,6 +38,8 @@ pub struct Tally {
     pub classes: BTreeMap<&'static str, u64>,
     /// KMS v2 count per provider name, then per key_id.
     pub kms_v2: BTreeMap<String, BTreeMap<String, u64>>,
+    /// KMS v2 count per plugin envelope format (`v2`, `v1`, `v1-multi-wrap`, `other`).
+    pub envelope_formats: BTreeMap<String, u64>,
     /// KMS v2 values whose DEK source is an AES-GCM key rather than an HKDF seed.
     pub kms_v2_aes_gcm_key_sources: u64,
     /// Keys that fail (first `MAX_LISTED`).
@@ -56,7 +58,9 @@ impl Tally {
                 provider,
                 key_id,
                 dek_source,
+                envelope,
             } => {
+                *self.envelope_formats.entry(envelope.label()).or_default() += 1;
                 *self
                     .kms_v2
                     .entry(provider.clone())
@@ -112,6 +116,18 @@ impl Tally {
                 }
             }
         }
+        if !self.envelope_formats.is_empty() {
+            let _ = writeln!(out, "\n{:<20} {:>10}", "ENVELOPE", "COUNT");
+            for (format, n) in &self.envelope_formats {
+                let _ = writeln!(out, "{format:<20} {n:>10}");
+            }
+        }
+        if let Some(n) = self.envelope_formats.get("v1-multi-wrap") {
+            let _ = writeln!(
+                out,
+                "\nnote: {n} value(s) use version-1 multi-wrap envelopes (wraps not bound to each other); re-encrypt them, then set [decrypt] accept_legacy_multi_wrap = false"
+            );
+        }
         if self.kms_v2_aes_gcm_key_sources > 0 {
             let _ = writeln!(
                 out,
@@ -161,12 +177,17 @@ fn mismatch(provider: &str, key_id: &str, expect: &Expectations) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::classify::EnvelopeFormat;
 
     fn v2(provider: &str, key_id: &str) -> ValueClass {
         ValueClass::KmsV2 {
             provider: provider.into(),
             key_id: key_id.into(),
             dek_source: DekSource::HkdfSeed,
+            envelope: EnvelopeFormat::Polykms {
+                version: 2,
+                wraps: 1,
+            },
         }
     }
 

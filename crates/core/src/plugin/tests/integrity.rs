@@ -1,0 +1,189 @@
+//! Envelope integrity through the plugin: version-2 commitments across wraps, no fall-through
+//! after a failed commitment, legacy version-1 envelopes, per-backend plaintext bounds.
+
+use super::*;
+
+fn unwraps(t: &TestBackend) -> usize {
+    t.unwraps.load(Ordering::SeqCst)
+}
+
+/// A plugin over two XOR test backends `a` and `b` (no integrity of their own: every altered
+/// wrap still unwraps, to some other seed, so only the commitment can refuse it).
+async fn two_xor() -> (Arc<TestBackend>, Arc<TestBackend>, Arc<Plugin>) {
+    let (a, b) = (TestBackend::new("a1"), TestBackend::new("b1"));
+    let p = plugin(
+        vec![named("a", a.clone()), named("b", b.clone())],
+        &["a", "b"],
+    )
+    .await;
+    (a, b, p)
+}
+
+#[tokio::test]
+async fn an_altered_wrap_is_refused_without_falling_through_to_the_next() {
+    let (a, b, p) = two_xor().await;
+    let enc = p.encrypt(seed(1), deadline()).await.unwrap();
+    let env = Envelope::decode(&enc.ciphertext, &no_annotations()).unwrap();
+    for (victim, len) in [
+        (0, env.wraps[0].ciphertext.len()),
+        (1, env.wraps[1].ciphertext.len()),
+    ] {
+        // Re-encode the same envelope with one wrap's first byte flipped, keeping the tag.
+        let mut wraps = env.wraps.clone();
+        wraps[victim].ciphertext[0] ^= 1;
+        let (mut altered, _) = envelope::seal(&wraps, &seed(1)).unwrap();
+        let tag_at = altered.len() - envelope::COMMITMENT_LEN;
+        altered[tag_at..].copy_from_slice(&enc.ciphertext[tag_at..]);
+        assert_eq!(len, wraps[victim].ciphertext.len());
+        let (ua, ub) = (unwraps(&a), unwraps(&b));
+        let err = p
+            .decrypt(&altered, Some(&enc.key_id), &no_annotations(), deadline())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("ciphertext was altered"), "{err}");
+        // a (healthy, first in the envelope) unwrapped; its seed did not verify; b was never
+        // asked for a second opinion.
+        assert_eq!(
+            (unwraps(&a) - ua, unwraps(&b) - ub),
+            (1, 0),
+            "wrap {victim}"
+        );
+    }
+    // The intact envelope still decrypts.
+    assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, seed(1));
+}
+
+#[tokio::test]
+async fn a_wrap_swapped_for_a_wrap_of_another_seed_is_refused_by_every_node() {
+    let (a, b, p) = two_xor().await;
+    let enc = p.encrypt(seed(1), deadline()).await.unwrap();
+    let env = Envelope::decode(&enc.ciphertext, &no_annotations()).unwrap();
+    // An etcd writer who can use backend b wraps their own seed and puts it in place of b's
+    // wrap, keeping the rest (they cannot compute a commitment under the real seed).
+    let forged = b.wrap(&seed(66), &aad_for("test-cluster")).await.unwrap();
+    let mut wraps = env.wraps.clone();
+    wraps[1].ciphertext = forged.ciphertext;
+    let (mut swapped, _) = envelope::seal(&wraps, &seed(66)).unwrap();
+    let tag_at = swapped.len() - envelope::COMMITMENT_LEN;
+    swapped[tag_at..].copy_from_slice(&enc.ciphertext[tag_at..]);
+    let only_a = plugin(vec![named("a", a.clone())], &["a"]).await;
+    let only_b = plugin(vec![named("b", b.clone())], &["b"]).await;
+    for node in [&p, &only_a, &only_b] {
+        let err = node
+            .decrypt(&swapped, Some(&enc.key_id), &no_annotations(), deadline())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    }
+}
+
+#[tokio::test]
+async fn any_wrap_decrypts_when_the_other_backend_is_down_or_gone() {
+    let (a, b, p) = two_xor().await;
+    let enc = p.encrypt(seed(3), deadline()).await.unwrap();
+    a.fail.store(true, Ordering::SeqCst);
+    assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, seed(3));
+    a.fail.store(false, Ordering::SeqCst);
+    let only_a = plugin(vec![named("a", a)], &["a"]).await;
+    assert_eq!(decrypt_of(&only_a, &enc).await.unwrap().seed, seed(3));
+    let only_b = plugin(vec![named("b", b)], &["b"]).await;
+    assert_eq!(decrypt_of(&only_b, &enc).await.unwrap().seed, seed(3));
+}
+
+/// A version-1 envelope of `s` wrapped by `a` and `b`, as polykms wrote them before version 2.
+async fn legacy_envelope(a: &TestBackend, b: &TestBackend, s: u8) -> Vec<u8> {
+    let aad = aad_for("test-cluster");
+    let mut wraps = Vec::new();
+    for (name, backend) in [("a", a), ("b", b)] {
+        let w = backend.wrap(&seed(s), &aad).await.unwrap();
+        wraps.push(Wrap {
+            backend: name.into(),
+            key_version: w.key_version.as_str().into(),
+            ciphertext: w.ciphertext,
+        });
+    }
+    envelope::encode_v1(&wraps).unwrap().0
+}
+
+#[tokio::test]
+async fn legacy_multi_wrap_envelopes_decrypt_and_are_counted() {
+    let (a, b, p) = two_xor().await;
+    let legacy = legacy_envelope(&a, &b, 4).await;
+    let other = legacy_envelope(&a, &b, 5).await;
+    for (ct, s) in [(&legacy, 4), (&legacy, 4), (&other, 5)] {
+        let out = p
+            .decrypt(ct, None, &no_annotations(), deadline())
+            .await
+            .unwrap();
+        assert_eq!(out.seed, seed(s));
+    }
+    assert!(
+        p.metrics()
+            .encode()
+            .contains("polykms_legacy_envelopes_total 3"),
+        "{}",
+        p.metrics().encode()
+    );
+    // A version-2 envelope is not legacy.
+    let enc = p.encrypt(seed(6), deadline()).await.unwrap();
+    decrypt_of(&p, &enc).await.unwrap();
+    assert!(
+        p.metrics()
+            .encode()
+            .contains("polykms_legacy_envelopes_total 3")
+    );
+}
+
+#[tokio::test]
+async fn legacy_multi_wrap_envelopes_can_be_refused() {
+    let (a, b) = (TestBackend::new("a1"), TestBackend::new("b1"));
+    let metrics = Arc::new(Metrics::new());
+    let ring = Keyring::new(
+        vec![named("a", a.clone()), named("b", b.clone())],
+        &["a".into(), "b".into()],
+        metrics.clone(),
+    )
+    .unwrap();
+    let mut settings = fast_settings();
+    settings.accept_legacy_multi_wrap = false;
+    let p = Plugin::start(settings, ring, metrics).await;
+    let legacy = legacy_envelope(&a, &b, 4).await;
+    let before = (unwraps(&a), unwraps(&b));
+    let err = p
+        .decrypt(&legacy, None, &no_annotations(), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.to_string().contains("accept_legacy_multi_wrap"),
+        "{err}"
+    );
+    assert_eq!((unwraps(&a), unwraps(&b)), before);
+    // Version-2 envelopes are unaffected.
+    let enc = p.encrypt(seed(2), deadline()).await.unwrap();
+    assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, seed(2));
+}
+
+#[tokio::test]
+async fn a_plaintext_over_a_backends_bound_is_refused_before_any_call() {
+    let (a, b, p) = two_xor().await;
+    b.max_plaintext.store(16, Ordering::SeqCst);
+    let err = p.encrypt(seed(1), deadline()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("backend b") && msg.contains("at most 16"),
+        "{msg}"
+    );
+    assert_eq!(
+        (
+            a.wraps.load(Ordering::SeqCst),
+            b.wraps.load(Ordering::SeqCst)
+        ),
+        (0, 0)
+    );
+    let small = SecretBytes::copy_from(&[7; 16]);
+    let enc = p.encrypt(small.clone(), deadline()).await.unwrap();
+    assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, small);
+}
