@@ -108,18 +108,33 @@ impl StopFlag {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Sets the flag on SIGINT or SIGTERM (from a task on the current runtime).
-    pub fn on_signals(&self) -> std::io::Result<()> {
+    /// Sets the flag on SIGINT or SIGTERM (from a task on the current runtime); a second one
+    /// exits at once with 130. Nothing is lost either way: the state file only ever records
+    /// objects that are done, so a later run redoes at most what was in flight.
+    pub fn on_signals(&self, mode: ProgressMode) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
         let flag = self.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = int.recv() => {},
-                _ = term.recv() => {},
+            for round in 0..2 {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                if round == 0 {
+                    flag.stop();
+                    let note = "stopping after the objects in flight (again to quit at once)";
+                    match mode {
+                        ProgressMode::Bars => eprintln!("reencrypt: {note}"),
+                        ProgressMode::JsonLines => eprintln!(
+                            "{}",
+                            serde_json::json!({ "event": "note", "message": note })
+                        ),
+                    }
+                }
             }
-            flag.stop();
+            std::process::exit(130);
         });
         Ok(())
     }
