@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: builds polykms, starts every server the tests talk to (moto_server,
-# OpenBao, the GCP and Azure fakes, etcd), runs the Rust tests (unit + integration against
+# OpenBao, the GCP and Azure fakes, etcd, a SoftHSM2 token), runs the Rust tests (unit + integration against
 # those servers) and the end-to-end suite over the unix socket, then stops what it started.
 #
 #   bash integration/run-tests.sh            # everything
@@ -8,7 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-servers=(moto openbao gcp-fake azure-fake etcd)
+servers=(moto openbao gcp-fake azure-fake etcd softhsm)
 
 stop_all() {
   for s in "${servers[@]}"; do

@@ -19,7 +19,7 @@ from conftest import LOG_DIR, RUN_DIR, keygen, local_config, v1_pb2, v2_pb2
 
 # The dev server prints its own root token in its startup banner; polykms is not involved.
 ALLOWED = {("openbao/server.log", "POLYKMS_VAULT_ROOT_TOKEN_FILE")}
-SECRET_ENV = re.compile(r"(TOKEN|SECRET_ID|SECRET_ACCESS_KEY|PASSWORD|SA)(_FILE)?$")
+SECRET_ENV = re.compile(r"(TOKEN|SECRET_ID|SECRET_ACCESS_KEY|PASSWORD|SA|PIN)(_FILE)?$")
 MIN_TOKEN = 16  # shorter values (e.g. moto's dummy "polykms-test") are ordinary words in logs
 
 

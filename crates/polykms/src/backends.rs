@@ -23,6 +23,8 @@ pub enum BackendSettings {
     Gcp(polykms_gcp::GcpConfig),
     #[cfg(feature = "azure")]
     Azure(polykms_azure::AzureConfig),
+    #[cfg(feature = "pkcs11")]
+    Pkcs11(polykms_pkcs11::Pkcs11Config),
 }
 
 impl BackendSettings {
@@ -38,6 +40,8 @@ impl BackendSettings {
             BackendSettings::Gcp(_) => "gcp",
             #[cfg(feature = "azure")]
             BackendSettings::Azure(_) => "azure",
+            #[cfg(feature = "pkcs11")]
+            BackendSettings::Pkcs11(_) => "pkcs11",
         }
     }
 
@@ -62,6 +66,10 @@ impl BackendSettings {
             BackendSettings::Gcp(c) => Arc::new(polykms_gcp::GcpBackend::connect(c).await?),
             #[cfg(feature = "azure")]
             BackendSettings::Azure(c) => Arc::new(polykms_azure::AzureBackend::connect(c).await?),
+            #[cfg(feature = "pkcs11")]
+            BackendSettings::Pkcs11(c) => {
+                Arc::new(polykms_pkcs11::Pkcs11Backend::connect(c).await?)
+            }
         })
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! `polykms-bench run --polykms target/release/polykms --json bench.json [--quick]`
 
+mod backend;
 mod configs;
 mod echo;
 mod load;
@@ -47,6 +48,28 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// Round-trips/s of polykms over your own config (a key store's throughput through
+    /// polykms, e.g. PKCS#11 on SoftHSM2: integration/bench/pkcs11.sh).
+    Backend {
+        /// The polykms binary to measure.
+        #[arg(long)]
+        polykms: PathBuf,
+        /// polykms config; `server.socket` is overridden. Set `[decrypt] cache_size = 0`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Concurrencies to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        concurrency: Vec<usize>,
+        /// Encrypt+Decrypt round-trips per timed run.
+        #[arg(long, default_value_t = 2000)]
+        round_trips: usize,
+        /// Timed runs per concurrency (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Serve the echo KMS (the floor) on a unix socket; started by `run`.
     #[command(hide = true)]
     EchoServer {
@@ -58,6 +81,39 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::EchoServer { socket } => echo::serve_blocking(&socket),
+        Cmd::Backend {
+            polykms,
+            config,
+            concurrency,
+            round_trips,
+            rounds,
+            json,
+        } => {
+            anyhow::ensure!(
+                rounds > 0 && round_trips > 0 && concurrency.iter().all(|c| *c > 0),
+                "--rounds, --round-trips and --concurrency must be positive"
+            );
+            let bench = backend::BackendBench {
+                polykms,
+                config,
+                concurrency,
+                round_trips,
+                rounds,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let results = runtime.block_on(backend::run(&bench))?;
+            print!("{}", backend::table(&bench.config, &results));
+            if let Some(path) = json {
+                let text =
+                    serde_json::to_string_pretty(&results).context("encoding the results")?;
+                std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         Cmd::Run {
             polykms,
             json,
