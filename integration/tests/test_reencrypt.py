@@ -160,6 +160,10 @@ def test_rotation_with_thousands_of_objects_under_two_key_ids_interrupted_and_re
             break
     out, err = first.communicate(timeout=120)
     assert first.returncode == 130, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "note" and "stopping after the objects in flight" in e["message"]
+               for e in events), err
+    assert events[-1]["event"] == "stopped"
     summary = json.loads(out)
     assert summary["interrupted"] and not summary["passed"]
     saved = json.loads(state.read_text())
@@ -167,10 +171,15 @@ def test_rotation_with_thousands_of_objects_under_two_key_ids_interrupted_and_re
     assert 0 < done_before < 2500 and not saved["resources"]["secrets"]["done"]
     assert saved["resources"]["secrets"]["last_key"]
 
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    verify = ["--verify-etcd-endpoints", ETCD, "--etcd-prefix", root, "--expect-key-id", new_id]
+    second = subprocess.run(cmd + verify, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["passed"] and not state.exists()
+    # The same classification as `polykms audit`, over both resources' etcd prefixes.
+    assert summary["verify"]["passed"]
+    assert [(v["resource"], v["report"]["kms_v2"]) for v in summary["verify"]["resources"]] == [
+        ("secrets", {"polykms": {new_id: 2500}}), ("configmaps", {"polykms": {new_id: 100}})]
     secrets_summary, configmaps_summary = summary["resources"]
     # Each object handled exactly once over the two runs: the stale ones rewritten, the others
     # found current (an object handled twice would show up as processed > 2500).
@@ -242,14 +251,23 @@ def test_dry_run_changes_nothing(root, fake_api, workdir, plugins):
     p = plugins(workdir, local_config([a]))
     secrets = root + "/secrets/"
     emulate(p, secrets, "write", "--namespace", "x", "--count", "120")
-    rotate(p, [b, a])
+    new_id = rotate(p, [b, a])
     before = etcd_range(secrets)
     api = fake_api(p, root, workdir)
     state = workdir / "dry.state"
-    r = reencrypt(api, "--dry-run", "--page-size", "50", "--state-file", str(state))
+    # Through the old script's path, now a wrapper around the command.
+    r = subprocess.run([str(ROOT / "deploy" / "scripts" / "reencrypt.sh"), "--kubeconfig",
+                        str(api.kubeconfig), "--dry-run", "--page-size", "50", "--state-file", str(state)],
+                       env=dict(os.environ, POLYKMS=str(BIN)), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "secrets: would rewrite 120" in r.stdout and "nothing written" in r.stdout
     assert etcd_range(secrets) == before and not state.exists()
+    # The check after the run reports what is still under the old key, and fails.
+    r = reencrypt(api, "--dry-run", "--namespace", "x", "--verify-etcd-endpoints", ETCD,
+                  "--etcd-prefix", root, "--expect-key-id", new_id)
+    assert r.returncode == 1, r.stderr
+    assert f"verify secrets: 120 value(s) under {secrets}x/, 120 not KMS v2 under key_id {new_id}" in r.stdout
+    assert etcd_range(secrets) == before
 
 
 def test_force_rewrite_stores_current_objects_again_and_leaves_them_as_they_were(
@@ -299,6 +317,9 @@ def test_bad_flags_and_unreachable_api(tmp_path):
     for args, needle in [(["--concurrency", "0"], "--concurrency"),
                          (["--resources", "Secrets"], "--resources"),
                          (["--page-size", "0"], "--page-size"),
+                         (["--verify-etcd-endpoints", "http://127.0.0.1:1"], "--expect-key-id"),
+                         (["--verify-etcd-endpoints", "http://127.0.0.1:1", "--expect-key-id", "k",
+                           "--etcd-cert", "c.pem"], "--etcd-cert and --etcd-key"),
                          (["--kubeconfig", str(tmp_path / "none")], "--kubeconfig")]:
         r = subprocess.run([str(BIN), "reencrypt", *args], capture_output=True, text=True, timeout=30)
         assert r.returncode == 64 and needle in r.stderr, (args, r.stderr)
@@ -310,3 +331,37 @@ def test_bad_flags_and_unreachable_api(tmp_path):
     r = subprocess.run([str(BIN), "reencrypt", "--kubeconfig", str(kubeconfig)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 69, r.stderr
+
+
+def test_context_selects_the_cluster_and_bad_credentials_stop_with_77(root, fake_api, workdir, plugins):
+    p = plugins(workdir, local_config([keygen(workdir / "a.key")]))
+    emulate(p, root + "/secrets/", "write", "--namespace", "x", "--count", "5")
+    api = fake_api(p, root, workdir)
+    kubeconfig = workdir / "two-contexts"
+
+    def write(token):
+        kubeconfig.write_text(textwrap.dedent(f"""\
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - {{name: dead, cluster: {{server: "http://127.0.0.1:9"}}}}
+            - {{name: fake, cluster: {{server: "{api.url}"}}}}
+            users:
+            - {{name: u, user: {{token: "{token}"}}}}
+            contexts:
+            - {{name: dead, context: {{cluster: dead, user: u}}}}
+            - {{name: fake, context: {{cluster: fake, user: u}}}}
+            current-context: dead
+            """))
+
+    write(TOKEN)
+    base = [str(BIN), "reencrypt", "--kubeconfig", str(kubeconfig), "--dry-run"]
+    r = subprocess.run([*base, "--context", "fake"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "would rewrite 5" in r.stdout, r.stderr
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 69, r.stderr
+    r = subprocess.run([*base, "--context", "nope"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64, r.stderr
+    write("wrong-token")
+    r = subprocess.run([*base, "--context", "fake"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 77 and "401" in r.stderr, r.stderr

@@ -131,17 +131,22 @@ pub fn run(cli: Cli) -> ExitCode {
             expect_provider,
             expect_key_id,
             output,
-        } => crate::audit::run(crate::audit::Options {
+        } => polykms_ops::audit::run(polykms_ops::audit::Options {
             endpoints: etcd_endpoints,
             cacert,
             cert,
             key,
             prefix,
-            expect: crate::audit::Expectations {
+            expect: polykms_ops::audit::Expectations {
                 provider: expect_provider,
                 key_id: expect_key_id,
             },
             output,
+        })
+        .map_err(|e| match e {
+            polykms_ops::audit::AuditError::Config(m) => Failure::Config(m),
+            polykms_ops::audit::AuditError::Unavailable(m) => Failure::Unavailable(m),
+            polykms_ops::audit::AuditError::Findings(m) => Failure::Other(anyhow::anyhow!(m)),
         }),
         Command::Reencrypt(args) => crate::reencrypt::run(*args),
         Command::Version => {

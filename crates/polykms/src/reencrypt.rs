@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, ValueEnum};
+use polykms_ops::reencrypt::verify::{VerifyOptions, VerifyPlan};
 use polykms_ops::reencrypt::{self, OutputFormat, ProgressMode, ReencryptError, StopFlag};
 
 use crate::cli::{EXIT_CONFIG, EXIT_DENIED, EXIT_INTERRUPTED, Failure};
@@ -57,10 +58,37 @@ pub struct Args {
     /// exits 64 when the API server does not offer it.
     #[arg(long)]
     use_storage_version_migration: bool,
+    #[command(flatten)]
+    verify: VerifyArgs,
+}
+
+/// The check after the run: `polykms audit`'s classification over the resources' etcd keys.
+#[derive(Debug, ClapArgs)]
+struct VerifyArgs {
+    /// At the end, read the resources' keys in etcd (read-only, as `polykms audit`) and fail if
+    /// any value is not KMS v2 under --expect-key-id. etcd client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    verify_etcd_endpoints: Vec<String>,
+    /// CA certificate (PEM) that signs etcd's server certificate.
+    #[arg(long, requires = "verify_etcd_endpoints")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, requires = "verify_etcd_endpoints")]
+    etcd_cert: Option<PathBuf>,
+    /// Client private key (PEM) for etcd.
+    #[arg(long, requires = "verify_etcd_endpoints")]
+    etcd_key: Option<PathBuf>,
+    /// The apiserver's --etcd-prefix: resources live under <prefix>/<resource>/.
+    #[arg(long, default_value = "/registry", requires = "verify_etcd_endpoints")]
+    etcd_prefix: String,
+    /// The key_id every value must be under (the plugin's current Status key_id).
+    #[arg(long, requires = "verify_etcd_endpoints")]
+    expect_key_id: Option<String>,
 }
 
 /// Runs the command; `Err` carries the exit code.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let verify = verify_plan(&args)?;
     let options = reencrypt::Options {
         kubeconfig: args.kubeconfig,
         context: args.context,
@@ -84,13 +112,32 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let summary = runtime.block_on(async {
+    let (summary, verified) = runtime.block_on(async {
         let stop = StopFlag::default();
-        stop.on_signals()
+        stop.on_signals(options.progress)
             .context("installing the signal handlers")?;
-        reencrypt::run(&options, &stop).await.map_err(failure)
+        let summary = reencrypt::run(&options, &stop).await.map_err(failure)?;
+        let verified = match &verify {
+            Some(plan) if !summary.interrupted => Some(plan.run().await.map_err(failure)?),
+            _ => None,
+        };
+        Ok::<_, Failure>((summary, verified))
     })?;
-    print!("{}", summary.render(options.output));
+    match options.output {
+        OutputFormat::Text => {
+            print!("{}", summary.to_text());
+            if let Some(v) = &verified {
+                print!("{}", v.to_text());
+            }
+        }
+        OutputFormat::Json => {
+            let mut out = summary.to_json();
+            if let Some(v) = &verified {
+                out["verify"] = v.to_json();
+            }
+            println!("{out}");
+        }
+    }
     if summary.interrupted {
         return Err(Failure::Exit {
             code: EXIT_INTERRUPTED,
@@ -103,7 +150,34 @@ pub fn run(args: Args) -> Result<(), Failure> {
             summary.total.failed
         )));
     }
+    if let Some(v) = verified
+        && !v.passed()
+    {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "reencrypt: verification failed: {} value(s) in etcd are not KMS v2 under key_id {}",
+            v.findings(),
+            v.expect_key_id
+        )));
+    }
     Ok(())
+}
+
+fn verify_plan(args: &Args) -> Result<Option<VerifyPlan>, Failure> {
+    let v = &args.verify;
+    if v.verify_etcd_endpoints.is_empty() {
+        return Ok(None);
+    }
+    let options = VerifyOptions {
+        endpoints: v.verify_etcd_endpoints.clone(),
+        cacert: v.etcd_cacert.clone(),
+        cert: v.etcd_cert.clone(),
+        key: v.etcd_key.clone(),
+        etcd_prefix: v.etcd_prefix.clone(),
+        expect_key_id: v.expect_key_id.clone().unwrap_or_default(),
+    };
+    VerifyPlan::new(&options, &args.resources, args.namespace.as_deref())
+        .map(Some)
+        .map_err(failure)
 }
 
 fn failure(e: ReencryptError) -> Failure {

@@ -10,6 +10,7 @@ mod run;
 mod state;
 mod summary;
 mod svm;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
