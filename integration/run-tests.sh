@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: builds polykms, starts every server the tests talk to (moto_server,
-# OpenBao, the GCP and Azure fakes, etcd, a SoftHSM2 token), runs the Rust tests (unit + integration against
-# those servers) and the end-to-end suite over the unix socket, then stops what it started.
+# OpenBao, the GCP and Azure fakes, etcd, a SoftHSM2 token, PyKMIP), runs the Rust tests (unit +
+# integration against those servers) and the end-to-end suite over the unix socket, then stops
+# what it started.
 #
 #   bash integration/run-tests.sh            # everything
 #   bash integration/run-tests.sh -k vault   # extra args go to pytest
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-servers=(moto openbao gcp-fake azure-fake etcd softhsm)
+servers=(moto openbao gcp-fake azure-fake etcd softhsm kmip)
 
 stop_all() {
   for s in "${servers[@]}"; do

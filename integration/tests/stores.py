@@ -164,7 +164,55 @@ class AzureStore:
         self.control(f"keys/{self.key}/fault", {"count": count, "status": status, "retry_after": retry_after})
 
 
-STORES = {"aws": AwsStore, "vault": VaultStore, "gcp": GcpStore, "azure": AzureStore}
+class KmipStore:
+    """PyKMIP: a real KMIP server over mutual TLS; keys made with PyKMIP's own client."""
+
+    kind = "kmip"
+
+    def __init__(self):
+        need("POLYKMS_KMIP_ENDPOINT", "POLYKMS_KMIP_CA_FILE", "POLYKMS_KMIP_CLIENT_CERT_FILE")
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+        import kmip_admin
+
+        self.admin = kmip_admin
+        self.endpoint = os.environ["POLYKMS_KMIP_ENDPOINT"]
+        self.ca = os.environ["POLYKMS_KMIP_CA_FILE"]
+        self.cert = os.environ["POLYKMS_KMIP_CLIENT_CERT_FILE"]
+        self.key_file = os.environ["POLYKMS_KMIP_CLIENT_KEY_FILE"]
+        self.key = f"e2e-{uuid.uuid4().hex[:10]}"
+        self.uids = [self._run(kmip_admin.create, self.key)]
+
+    def _run(self, fn, *args):
+        c = self.admin.connect()
+        try:
+            return fn(c, *args)
+        finally:
+            c.close()
+
+    def block(self, name, cert=None, key=None):
+        return (f'[[backends]]\nname = "{name}"\ntype = "kmip"\nendpoint = {toml_str(self.endpoint)}\n'
+                f'ca_file = {toml_str(self.ca)}\nclient_cert_file = {toml_str(cert or self.cert)}\n'
+                f'client_key_file = {toml_str(key or self.key_file)}\nkey_name = "{self.key}"\n'
+                f'timeout_ms = 2000\n')
+
+    def rotate(self):
+        # A newer Active key under the same Name (what a server-side ReKey leaves behind).
+        self.uids.append(self._run(self.admin.create, self.key))
+
+    def disable(self):
+        # KMIP has no way back from revocation: revoked keys stay Deactivated.
+        for uid in self.uids:
+            self._run(self.admin.revoke, uid)
+
+    def destroy(self):
+        for uid in self.uids:
+            self._run(self.admin.destroy, uid)
+
+
+STORES = {"aws": AwsStore, "vault": VaultStore, "gcp": GcpStore, "azure": AzureStore, "kmip": KmipStore}
 
 
 def plugin_config(blocks, encrypt_with, provider="polykms", extra=""):

@@ -113,7 +113,7 @@ def test_every_yaml_under_deploy_is_valid(tmp_path):
 
 
 def test_encryption_configs_cover_every_backend_and_the_migration_orders():
-    for backend in ("local", "aws", "vault", "gcp", "azure"):
+    for backend in ("local", "aws", "vault", "gcp", "azure", "kmip"):
         doc = yaml.safe_load((DEPLOY / "encryption-config" / f"{backend}.yaml").read_text())
         kms = doc["resources"][0]["providers"][0]["kms"]
         assert kms["endpoint"] == f"unix://{SOCKET}", backend
@@ -270,6 +270,8 @@ def test_chart_cloud_configs_load_in_the_real_binary(workdir):
         "azure": {"vault_url": "https://kv-prod-kube.vault.azure.net",
                   "auth": {"method": "client_secret", "tenant_id": "t", "client_id": "c",
                            "client_secret_file": str(creds["azure"])}},
+        "kmip": {"endpoint": "kmip.corp.example:5696", "ca_file": str(creds["ca"]),
+                 "client_cert_file": str(creds["kmip_cert"]), "client_key_file": str(creds["kmip_key"])},
     }
     for backend, settings in cases.items():
         text = chart_config({"backends": {backend: {"enabled": True, **settings}}})
@@ -296,6 +298,14 @@ def make_credentials(d):
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
+    # A KMIP client certificate issued by that CA, and its key (they must make a pair).
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "polykms")]))
+              .issuer_name(name).public_key(client_key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now)
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .sign(key, hashes.SHA256()))
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
@@ -309,6 +319,10 @@ def make_credentials(d):
             "private_key": pem, "client_email": "polykms@my-project.iam.gserviceaccount.com",
             "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"})),
         "azure": ("client-secret", "not-a-real-secret\n"),
+        "kmip_cert": ("kmip-client.pem", client.public_bytes(serialization.Encoding.PEM).decode()),
+        "kmip_key": ("kmip-client.key", client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()),
     }
     out = {}
     for k, (fname, content) in files.items():
@@ -326,6 +340,10 @@ CONFIG_FILES = {
               "/etc/polykms/vault/secret-id": "secret_id"},
     "gcp": {"/etc/polykms/gcp/service-account.json": "gcp"},
     "azure": {"/etc/polykms/azure/client-secret": "azure"},
+    "kmip": {"/etc/polykms/kmip/ca.pem": "ca", "/etc/polykms/kmip/client.pem": "kmip_cert",
+             "/etc/polykms/kmip/client.key": "kmip_key",
+             # commented-out examples in the file
+             "/etc/polykms/kmip/username": "role_id", "/etc/polykms/kmip/password": "secret_id"},
     "hybrid": {"/etc/polykms/vault/ca.pem": "ca", "/etc/polykms/vault/role-id": "role_id",
                "/etc/polykms/vault/secret-id": "secret_id"},
 }

@@ -25,6 +25,8 @@ pub enum BackendSettings {
     Azure(polykms_azure::AzureConfig),
     #[cfg(feature = "pkcs11")]
     Pkcs11(polykms_pkcs11::Pkcs11Config),
+    #[cfg(feature = "kmip")]
+    Kmip(polykms_kmip::KmipConfig),
 }
 
 impl BackendSettings {
@@ -42,6 +44,8 @@ impl BackendSettings {
             BackendSettings::Azure(_) => "azure",
             #[cfg(feature = "pkcs11")]
             BackendSettings::Pkcs11(_) => "pkcs11",
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(_) => "kmip",
         }
     }
 
@@ -70,6 +74,8 @@ impl BackendSettings {
             BackendSettings::Pkcs11(c) => {
                 Arc::new(polykms_pkcs11::Pkcs11Backend::connect(c).await?)
             }
+            #[cfg(feature = "kmip")]
+            BackendSettings::Kmip(c) => Arc::new(polykms_kmip::KmipBackend::connect(c).await?),
         })
     }
 }

@@ -37,8 +37,11 @@ async fn check(config: &Config) -> Result<(), Failure> {
     let mut versions = Vec::new();
     let mut failed = Vec::new();
     for b in &built {
+        let result = round_trip(b.backend.as_ref(), &aad, timeout).await;
+        // Described after the round trip: what a backend learns by connecting (the KMIP
+        // version it negotiated) is then part of the line.
         println!("backend {} ({})", b.name, b.backend.describe());
-        match round_trip(b.backend.as_ref(), &aad, timeout).await {
+        match result {
             Ok((version, elapsed)) => {
                 println!("  key version: {version}");
                 println!("  round trip:  ok ({:.1} ms)", elapsed.as_secs_f64() * 1e3);

@@ -27,7 +27,13 @@ fn runner(default_cases: u32) -> TestRunner {
 
 /// Valid documents of every compiled-in backend type: the seeds that mutations start from.
 #[cfg_attr(
-    not(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure")),
+    not(any(
+        feature = "aws",
+        feature = "vault",
+        feature = "gcp",
+        feature = "azure",
+        feature = "kmip"
+    )),
     allow(unused_mut)
 )]
 fn seeds() -> Vec<(&'static str, String)> {
@@ -75,6 +81,20 @@ auth = { method = "anonymous" }"#,
 vault_url = "https://kv.vault.azure.net"
 key_name = "kek"
 auth = { method = "token_file", token_file = "/t" }"#,
+        ),
+    ));
+    #[cfg(feature = "kmip")]
+    out.push((
+        "toml",
+        with_backend(
+            r#"type = "kmip"
+endpoint = "kmip.corp:5696"
+ca_file = "/etc/polykms/kmip-ca.pem"
+client_cert_file = "/etc/polykms/kmip-client.pem"
+client_key_file = "/etc/polykms/kmip-client.key"
+key_name = "kube-kek"
+kmip_version = "1.4"
+timeout_ms = 5000"#,
         ),
     ));
     out
@@ -126,7 +146,13 @@ encrypt:
   with: [local]
 "#;
 
-#[cfg(any(feature = "aws", feature = "vault", feature = "gcp", feature = "azure"))]
+#[cfg(any(
+    feature = "aws",
+    feature = "vault",
+    feature = "gcp",
+    feature = "azure",
+    feature = "kmip"
+))]
 fn with_backend(body: &str) -> String {
     format!(
         "[server]\nsocket = \"/tmp/polykms-fuzz.sock\"\n[[backends]]\nname = \"remote\"\n{body}\n\
@@ -154,6 +180,7 @@ fn key() -> impl Strategy<Value = String> {
             "key_files", "generate_if_missing", "with", "key", "region", "endpoint", "auth",
             "method", "address", "mount", "timeout_ms", "vault_url", "key_name", "token_file",
             "role_id_file", "secret_id_file", "credentials_file", "encryption_context",
+            "key_uid", "client_cert_file", "client_key_file", "kmip_version", "username_file",
         ])
         .prop_map(str::to_string),
         1 => "[a-z_]{1,12}",
@@ -183,6 +210,8 @@ fn scalar() -> impl Strategy<Value = String> {
             "\"aws\"",
             "\"vault\"",
             "\"azure\"",
+            "\"kmip\"",
+            "\"1.4\"",
             "\"\"",
             "\"0s\"",
             "\"1ms\"",

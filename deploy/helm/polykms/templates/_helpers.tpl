@@ -77,7 +77,7 @@ lists as arrays, maps as inline tables; nulls are left out.
 {{/* The [[backends]] entries as a list of maps, in a fixed order, then extraBackends. */}}
 {{- define "polykms.backends" -}}
 {{- $out := list -}}
-{{- range $type := list "local" "aws" "vault" "gcp" "azure" "pkcs11" -}}
+{{- range $type := list "local" "aws" "vault" "gcp" "azure" "pkcs11" "kmip" -}}
 {{- $b := get $.Values.backends $type -}}
 {{- if and $b $b.enabled -}}
 {{- $entry := omit $b "enabled" -}}
