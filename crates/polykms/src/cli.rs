@@ -11,6 +11,10 @@ use crate::config::{ConfigError, LogFormat};
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for a key store that cannot be reached or used (sysexits EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code when RBAC or credentials refuse what a command needs (sysexits EX_NOPERM).
+pub const EXIT_DENIED: u8 = 77;
+/// Exit code of a run stopped by SIGINT/SIGTERM that can be continued (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +81,12 @@ pub enum Command {
         #[arg(long, default_value = "table")]
         output: String,
     },
+    /// Rewrite every object of the chosen resources through the Kubernetes API so that the
+    /// apiserver stores it under the KMS plugin's current key: paged, resumable, with progress.
+    /// Exits 0 when nothing failed, 1 on failed objects (or --verify-etcd-endpoints findings),
+    /// 64 on bad flags (or no StorageVersionMigration API), 69 when the API server cannot be
+    /// reached, 77 when RBAC refuses a verb, 130 when stopped by a signal (run again to go on).
+    Reencrypt(Box<crate::reencrypt::Args>),
     /// Print the version and the git revision it was built from.
     Version,
 }
@@ -88,6 +98,9 @@ pub enum Failure {
     Config(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A failure with its own exit code.
+    #[error("{message}")]
+    Exit { code: u8, message: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -118,18 +131,24 @@ pub fn run(cli: Cli) -> ExitCode {
             expect_provider,
             expect_key_id,
             output,
-        } => crate::audit::run(crate::audit::Options {
+        } => polykms_ops::audit::run(polykms_ops::audit::Options {
             endpoints: etcd_endpoints,
             cacert,
             cert,
             key,
             prefix,
-            expect: crate::audit::Expectations {
+            expect: polykms_ops::audit::Expectations {
                 provider: expect_provider,
                 key_id: expect_key_id,
             },
             output,
+        })
+        .map_err(|e| match e {
+            polykms_ops::audit::AuditError::Config(m) => Failure::Config(m),
+            polykms_ops::audit::AuditError::Unavailable(m) => Failure::Unavailable(m),
+            polykms_ops::audit::AuditError::Findings(m) => Failure::Other(anyhow::anyhow!(m)),
         }),
+        Command::Reencrypt(args) => crate::reencrypt::run(*args),
         Command::Version => {
             println!(
                 "polykms {} (git revision {})",
@@ -147,6 +166,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(match e {
                 Failure::Config(_) => EXIT_CONFIG,
                 Failure::Unavailable(_) => EXIT_UNAVAILABLE,
+                Failure::Exit { code, .. } => code,
                 Failure::Other(_) => 1,
             })
         }

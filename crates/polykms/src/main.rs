@@ -1,12 +1,12 @@
 //! polykms: a Kubernetes KMS v2 plugin for every key store.
 
-mod audit;
 mod backends;
 mod check;
 mod cli;
 mod config;
 mod hardening;
 mod logging;
+mod reencrypt;
 mod reload;
 mod serve;
 mod watch;

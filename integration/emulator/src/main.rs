@@ -4,6 +4,7 @@
 
 mod envelope;
 mod kms;
+mod kubeapi;
 mod objects;
 mod store;
 
@@ -73,6 +74,43 @@ enum Command {
     },
     /// Print the plugin's Status key_id.
     Status,
+    /// Serve a fake Kubernetes API (secrets, configmaps, StorageVersionMigration) whose objects
+    /// live in etcd under `--etcd-root` as kube-apiserver stores them with the plugin.
+    ServeApi {
+        /// Address to listen on (port 0: any free port; the URL is printed as JSON).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The apiserver's --etcd-prefix: objects live at <root>/<resource>/<ns>/<name>.
+        #[arg(long, default_value = "/registry")]
+        etcd_root: String,
+        /// Bearer token clients must send.
+        #[arg(long, default_value = "reencrypt-test-token")]
+        token: String,
+        /// Write a kubeconfig for this server here.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Offer storagemigration.k8s.io/v1alpha1.
+        #[arg(long)]
+        storage_version_migration: bool,
+        /// Answer every Nth request 429 with Retry-After: 1.
+        #[arg(long, default_value_t = 0)]
+        throttle_every: u64,
+        /// Every Nth update finds the object written by someone else since the GET (409).
+        #[arg(long, default_value_t = 0)]
+        conflict_every: u64,
+        /// Every Nth get finds the object deleted since the list (404).
+        #[arg(long, default_value_t = 0)]
+        delete_every: u64,
+        /// Refuse this verb (list, get, update) with 403 ...
+        #[arg(long)]
+        forbid: Option<String>,
+        /// ... after this many requests with it succeeded.
+        #[arg(long, default_value_t = 0)]
+        forbid_after: u64,
+        /// Every Nth continued list finds etcd compacted past its token (410 Expired).
+        #[arg(long, default_value_t = 0)]
+        expire_continue_every: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +154,46 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
     let socket = cli.socket.clone();
     let endpoints = cli.etcd_endpoints.clone();
     match cli.command {
+        Command::ServeApi {
+            listen,
+            etcd_root,
+            token,
+            kubeconfig,
+            storage_version_migration,
+            throttle_every,
+            conflict_every,
+            delete_every,
+            forbid,
+            forbid_after,
+            expire_continue_every,
+        } => {
+            ctx.connect(socket, &endpoints).await?;
+            let (Some(kms), Some(store)) = (ctx.kms.take(), ctx.store.take()) else {
+                anyhow::bail!("not connected");
+            };
+            let storage = kubeapi::Storage::new(kms, store, cli.provider.clone(), etcd_root);
+            let faults = kubeapi::Faults {
+                throttle_every,
+                conflict_every,
+                delete_every,
+                forbid,
+                forbid_after,
+                expire_every: expire_continue_every,
+                ..Default::default()
+            };
+            kubeapi::serve(
+                storage,
+                kubeapi::Settings {
+                    listen,
+                    token,
+                    storage_version_migration,
+                    kubeconfig,
+                    faults,
+                },
+            )
+            .await?;
+            Ok(serde_json::json!({}))
+        }
         Command::Status => {
             let mut kms = kms::Kms::connect(socket).await?;
             Ok(serde_json::json!({ "key_id": kms.status_key_id().await? }))

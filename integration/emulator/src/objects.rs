@@ -17,7 +17,7 @@ use crate::envelope::{self, EncryptedObject};
 use crate::kms::Kms;
 use crate::store::Store;
 
-const IDENTITY_MAGIC: &[u8] = b"k8s\x00";
+pub const IDENTITY_MAGIC: &[u8] = b"k8s\x00";
 const MAX_LISTED: usize = 100;
 const CONFLICT_RETRIES: usize = 5;
 
@@ -69,13 +69,17 @@ impl Failures {
 }
 
 /// What a stored value holds, for the emulator.
-enum Stored {
+pub enum Stored {
+    /// A KMS v2 envelope of our provider.
     KmsV2(EncryptedObject),
+    /// Stored unencrypted: the payload.
     Identity(Vec<u8>),
+    /// Something else (another provider or format).
     Other,
 }
 
-fn inspect(provider: &str, value: &[u8]) -> Result<Stored, envelope::EnvelopeError> {
+/// Sorts a stored value.
+pub fn inspect(provider: &str, value: &[u8]) -> Result<Stored, envelope::EnvelopeError> {
     if value.starts_with(&envelope::value_prefix(provider)) {
         return envelope::decode_value(provider, value).map(Stored::KmsV2);
     }

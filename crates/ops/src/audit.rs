@@ -3,8 +3,9 @@
 //! reports counts per class, KMS v2 provider and key_id, plus the keys that fail. It never
 //! decrypts anything and never writes.
 //!
-//! Exit codes: 0 all values are KMS v2 (and meet `--expect-*`), 1 findings, 64 bad flags,
-//! 69 etcd unreachable or refusing the reads.
+//! Exit codes (given by the binary from [`AuditError`]): 0 all values are KMS v2 (and meet
+//! `--expect-*`), 1 findings, 64 bad flags, 69 etcd unreachable or refusing the reads.
+//! `polykms reencrypt --verify-etcd-endpoints` runs the same scan.
 
 mod classify;
 mod report;
@@ -12,12 +13,23 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 
-use crate::cli::Failure;
-pub use report::Expectations;
-use report::Tally;
+pub use report::{Expectations, Finding, Tally};
+
+/// Why an audit did not pass, sorted by the exit code the binary gives it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Bad flags or unreadable TLS files (exit 64).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// etcd cannot be reached or read (exit 69).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Values that are not KMS v2 as expected (exit 1).
+    #[error("{0}")]
+    Findings(String),
+}
 
 /// Keys per range request: bounds memory and the size of each etcd response.
 const PAGE_SIZE: i64 = 500;
@@ -53,12 +65,12 @@ pub struct Options {
 }
 
 /// Runs the audit and prints the report; `Err` carries the exit code.
-pub fn run(options: Options) -> Result<(), Failure> {
+pub fn run(options: Options) -> Result<(), AuditError> {
     let format = validate(&options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .map_err(|e| AuditError::Unavailable(format!("starting the async runtime: {e}")))?;
     let tally = runtime.block_on(scan(&options))?;
     match format {
         OutputFormat::Table => print!("{}", tally.to_table(&options.prefix)),
@@ -76,44 +88,43 @@ pub fn run(options: Options) -> Result<(), Failure> {
     if tally.passed() {
         Ok(())
     } else {
-        Err(Failure::Other(anyhow::anyhow!(
+        Err(AuditError::Findings(format!(
             "audit failed: {} of {} value(s) under {} are not KMS v2 as expected",
-            tally.findings_total,
-            tally.total,
-            options.prefix
+            tally.findings_total, tally.total, options.prefix
         )))
     }
 }
 
-fn validate(options: &Options) -> Result<OutputFormat, Failure> {
+/// Checks the options before any request.
+pub fn validate(options: &Options) -> Result<OutputFormat, AuditError> {
     let format = match options.output.as_str() {
         "table" => OutputFormat::Table,
         "json" => OutputFormat::Json,
         other => {
-            return Err(Failure::Config(format!(
+            return Err(AuditError::Config(format!(
                 "--output must be table or json, not {other:?}"
             )));
         }
     };
     if options.endpoints.iter().all(|e| e.trim().is_empty()) {
-        return Err(Failure::Config(
+        return Err(AuditError::Config(
             "--etcd-endpoints: give at least one etcd client URL".into(),
         ));
     }
     if options.cert.is_some() != options.key.is_some() {
-        return Err(Failure::Config(
+        return Err(AuditError::Config(
             "--cert and --key go together (etcd client certificate and its key)".into(),
         ));
     }
     if options.prefix.is_empty() {
-        return Err(Failure::Config("--prefix must not be empty".into()));
+        return Err(AuditError::Config("--prefix must not be empty".into()));
     }
     for k in [&options.expect.provider, &options.expect.key_id]
         .into_iter()
         .flatten()
     {
         if k.is_empty() {
-            return Err(Failure::Config(
+            return Err(AuditError::Config(
                 "--expect-* values must not be empty".into(),
             ));
         }
@@ -121,7 +132,7 @@ fn validate(options: &Options) -> Result<OutputFormat, Failure> {
     Ok(format)
 }
 
-async fn connect(options: &Options) -> Result<Client, Failure> {
+async fn connect(options: &Options) -> Result<Client, AuditError> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT);
@@ -150,26 +161,26 @@ async fn connect(options: &Options) -> Result<Client, Failure> {
     match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(connect))).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)))) => {
-            Err(Failure::Config(format!("--etcd-endpoints: {e}")))
+            Err(AuditError::Config(format!("--etcd-endpoints: {e}")))
         }
-        Ok(Err(e)) => Err(Failure::Unavailable(format!(
+        Ok(Err(e)) => Err(AuditError::Unavailable(format!(
             "cannot connect to etcd at {}: {e}",
             endpoints.join(",")
         ))),
-        Err(_) => Err(Failure::Unavailable(format!(
+        Err(_) => Err(AuditError::Unavailable(format!(
             "cannot connect to etcd at {}: timed out",
             endpoints.join(",")
         ))),
     }
 }
 
-fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::Config(format!("{flag} {}: {e}", path.display())))
+fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, AuditError> {
+    std::fs::read(path).map_err(|e| AuditError::Config(format!("{flag} {}: {e}", path.display())))
 }
 
 /// Scans `[prefix, prefix_end)` in pages of `PAGE_SIZE`, all pages at the revision of the first
 /// one, so the report describes one consistent snapshot.
-async fn scan(options: &Options) -> Result<Tally, Failure> {
+pub async fn scan(options: &Options) -> Result<Tally, AuditError> {
     let mut client = connect(options).await?;
     let prefix = options.prefix.as_bytes();
     let end = polykms_core::storage::prefix_end(prefix);
@@ -204,8 +215,8 @@ async fn scan(options: &Options) -> Result<Tally, Failure> {
     Ok(tally)
 }
 
-fn unavailable(why: &str) -> Failure {
-    Failure::Unavailable(format!("reading etcd failed: {why}"))
+fn unavailable(why: &str) -> AuditError {
+    AuditError::Unavailable(format!("reading etcd failed: {why}"))
 }
 
 #[cfg(test)]
@@ -238,7 +249,7 @@ mod tests {
             let mut o = options();
             change(&mut o);
             match validate(&o) {
-                Err(Failure::Config(msg)) => assert!(msg.contains(needle), "{msg}"),
+                Err(AuditError::Config(msg)) => assert!(msg.contains(needle), "{msg}"),
                 other => panic!("{needle}: {other:?}"),
             }
         }
@@ -254,7 +265,7 @@ mod tests {
             .build()
             .expect("a runtime builds in tests");
         match rt.block_on(connect(&o)) {
-            Err(Failure::Config(msg)) => assert!(msg.contains("--cacert"), "{msg}"),
+            Err(AuditError::Config(msg)) => assert!(msg.contains("--cacert"), "{msg}"),
             other => panic!("{:?}", other.err()),
         }
     }

@@ -1,0 +1,300 @@
+//! One object rewritten in place, as `kubectl replace` does: GET, then PUT it back unchanged
+//! with the resourceVersion it was read at. The apiserver stores it again when it reads it as
+//! stale (KMS v2: under another key_id), and answers with the same resourceVersion otherwise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::api::{self, ApiError, ResourceUrls};
+
+/// The annotation `--force-rewrite` adds and removes again.
+pub const NONCE_ANNOTATION: &str = "reencrypt.polykms.io/nonce";
+
+/// 409s tolerated per object: another apiserver of an HA control plane may still write with
+/// the old key for up to a minute after a rotation.
+const CONFLICT_RETRIES: u32 = 12;
+/// 429/5xx/no answer tolerated per request.
+const TRANSIENT_RETRIES: u32 = 8;
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored again (new resourceVersion).
+    Rewritten,
+    /// Same resourceVersion: the apiserver did not write it; it was under the current key.
+    AlreadyCurrent,
+    /// Gone (404) between the list and the rewrite.
+    Skipped,
+    /// Gave up on this object; the message says why.
+    Failed(String),
+}
+
+/// A client-side rate limit: at most `qps` requests per second over all workers.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    /// `qps` ≤ 0 means no limit.
+    pub fn new(qps: f64) -> Self {
+        RateLimiter {
+            interval: (qps > 0.0).then(|| Duration::from_secs_f64(1.0 / qps)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn acquire(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct Rewriter {
+    /// The API client.
+    pub client: Client,
+    /// Paths of the resource.
+    pub urls: ResourceUrls,
+    /// `--qps`.
+    pub limiter: Arc<RateLimiter>,
+    /// `--force-rewrite`.
+    pub force: bool,
+}
+
+/// A failure that must stop the whole run (401/403: RBAC or credentials).
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// The verb RBAC must allow.
+    pub verb: &'static str,
+    /// The server's answer.
+    pub error: ApiError,
+}
+
+impl Rewriter {
+    /// Sends a request, retrying 429/5xx/no answer with backoff (Retry-After when given).
+    pub async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl Fn() -> http::Request<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let mut backoff = BACKOFF_START;
+        let mut attempt = 0;
+        loop {
+            self.limiter.acquire().await;
+            match api::call::<T>(&self.client, build()).await {
+                Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
+                    attempt += 1;
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(backoff)
+                        .min(Duration::from_secs(60));
+                    tracing::debug!(
+                        code = e.code,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying: {e}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Rewrites one object.
+    pub async fn rewrite(&self, namespace: Option<&str>, name: &str) -> Result<Outcome, Denied> {
+        let mut backoff = BACKOFF_START;
+        for _ in 0..=CONFLICT_RETRIES {
+            let step = if self.force {
+                self.force_once(namespace, name).await
+            } else {
+                self.replace_once(namespace, name).await
+            };
+            match step {
+                Ok(outcome) => return Ok(outcome),
+                Err(Step::Conflict) => {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(Step::Gone) => return Ok(Outcome::Skipped),
+                Err(Step::Denied(d)) => return Err(d),
+                Err(Step::Failed(m)) => return Ok(Outcome::Failed(m)),
+            }
+        }
+        Ok(Outcome::Failed(format!(
+            "still conflicting after {CONFLICT_RETRIES} retries (something keeps writing it)"
+        )))
+    }
+
+    async fn get(&self, namespace: Option<&str>, name: &str) -> Result<Value, Step> {
+        self.send(|| self.urls.get(namespace, name))
+            .await
+            .map_err(|e| Step::from_error(e, "get"))
+    }
+
+    async fn put(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+    ) -> Result<Value, Step> {
+        self.send(|| self.urls.replace(namespace, name, object))
+            .await
+            .map_err(|e| Step::from_error(e, "update"))
+    }
+
+    async fn replace_once(&self, namespace: Option<&str>, name: &str) -> Result<Outcome, Step> {
+        let object = self.get(namespace, name).await?;
+        let before = resource_version(&object);
+        let after = self.put(namespace, name, &object).await?;
+        if before.is_some() && resource_version(&after) == before {
+            Ok(Outcome::AlreadyCurrent)
+        } else {
+            Ok(Outcome::Rewritten)
+        }
+    }
+
+    /// Two writes that each change the object, so the apiserver stores it whatever its KMS
+    /// version: add the nonce annotation, then remove it again (the object ends as it was).
+    async fn force_once(&self, namespace: Option<&str>, name: &str) -> Result<Outcome, Step> {
+        let mut object = self.get(namespace, name).await?;
+        if annotation(&object).is_none() {
+            let nonce = format!("{:016x}", rand::random::<u64>());
+            set_annotation(&mut object, Some(nonce));
+            object = self.put(namespace, name, &object).await?;
+        }
+        // A conflict from here on retries from a fresh GET, which finds the annotation and only
+        // removes it.
+        set_annotation(&mut object, None);
+        self.put(namespace, name, &object).await?;
+        Ok(Outcome::Rewritten)
+    }
+}
+
+/// Why one attempt at an object did not finish.
+enum Step {
+    Conflict,
+    Gone,
+    Denied(Denied),
+    Failed(String),
+}
+
+impl Step {
+    fn from_error(e: ApiError, verb: &'static str) -> Self {
+        match e.code {
+            409 => Step::Conflict,
+            404 => Step::Gone,
+            401 | 403 => Step::Denied(Denied { verb, error: e }),
+            _ => Step::Failed(format!("{verb}: {e}")),
+        }
+    }
+}
+
+fn resource_version(object: &Value) -> Option<&str> {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+fn annotation(object: &Value) -> Option<&str> {
+    object["metadata"]["annotations"][NONCE_ANNOTATION].as_str()
+}
+
+fn set_annotation(object: &mut Value, value: Option<String>) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match value {
+        Some(v) => {
+            let annotations = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !annotations.is_object() {
+                *annotations = Value::Object(Default::default());
+            }
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(NONCE_ANNOTATION.into(), Value::String(v));
+            }
+        }
+        None => {
+            let now_empty = match metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                Some(a) => {
+                    a.remove(NONCE_ANNOTATION);
+                    a.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                metadata.remove("annotations");
+            }
+        }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nonce_annotation_is_added_and_removed_leaving_the_object_as_it_was() {
+        for original in [
+            json!({"metadata": {"name": "a"}}),
+            json!({"metadata": {"name": "a", "annotations": {"keep": "me"}}}),
+        ] {
+            let mut o = original.clone();
+            set_annotation(&mut o, Some("n1".into()));
+            assert_eq!(annotation(&o), Some("n1"));
+            set_annotation(&mut o, None);
+            assert_eq!(o, original);
+        }
+    }
+
+    #[test]
+    fn conflicts_and_deletes_are_retried_or_skipped_and_rbac_denials_stop() {
+        let e = |code| ApiError {
+            code,
+            reason: String::new(),
+            message: "m".into(),
+            retry_after: None,
+            continue_token: None,
+        };
+        assert!(matches!(Step::from_error(e(409), "update"), Step::Conflict));
+        assert!(matches!(Step::from_error(e(404), "get"), Step::Gone));
+        assert!(matches!(
+            Step::from_error(e(403), "update"),
+            Step::Denied(Denied { verb: "update", .. })
+        ));
+        assert!(matches!(
+            Step::from_error(e(422), "update"),
+            Step::Failed(_)
+        ));
+        assert!(e(429).is_transient() && e(503).is_transient() && e(0).is_transient());
+        assert!(!e(409).is_transient() && e(401).is_denied());
+    }
+}
