@@ -249,7 +249,7 @@ impl KeyEncryptionBackend for AzureBackend {
         if plaintext.is_empty() {
             return Err(BackendError::invalid_input("cannot wrap an empty seed"));
         }
-        let sealed = binding::seal(plaintext, aad);
+        let sealed = binding::BINDING.seal(plaintext, aad);
         if self.config.algorithm.needs_8_byte_blocks() && !sealed.len().is_multiple_of(8) {
             return Err(BackendError::invalid_input(format!(
                 "{} wraps multiples of 8 bytes; the seed is {} bytes",
@@ -299,7 +299,7 @@ impl KeyEncryptionBackend for AzureBackend {
                 .result
                 .ok_or_else(|| BackendError::internal("unwrapKey: answer has no value"))?,
         );
-        binding::open(&value, aad)
+        binding::BINDING.open(&value, aad)
     }
 
     async fn probe(&self) -> Result<KeyVersion, BackendError> {

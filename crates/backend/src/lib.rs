@@ -4,6 +4,7 @@
 //! in a key store. It knows nothing of gRPC, envelopes or Kubernetes; core knows nothing of
 //! any key store. This crate has no runtime, no SDK and no network dependency on purpose.
 
+mod binding;
 mod error;
 mod files;
 mod secret;
@@ -15,6 +16,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+pub use binding::{AAD_DIGEST_LEN, AadDigestBinding};
 pub use error::{BackendError, ErrorKind};
 pub use files::ConfigFiles;
 pub use secret::SecretBytes;

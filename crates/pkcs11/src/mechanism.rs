@@ -115,7 +115,7 @@ fn kwp_wrap(
     seed: &SecretBytes,
     aad: &[u8],
 ) -> Result<Vec<u8>, Failure> {
-    let sealed = binding::seal(seed, aad);
+    let sealed = binding::BINDING.seal(seed, aad);
     let mut template = secret_template();
     template.push(Attribute::Value(sealed.expose().to_vec()));
     let created = session.create_object(&template);
@@ -156,7 +156,7 @@ fn kwp_unwrap(
             _ => None,
         })
         .ok_or_else(|| BackendError::internal("C_UnwrapKey made an object without CKA_VALUE"))?;
-    Ok(binding::open(&sealed, aad)?)
+    Ok(binding::BINDING.open(&sealed, aad)?)
 }
 
 /// A private, extractable, non-sensitive generic secret that lives only in the session.
