@@ -50,12 +50,16 @@ fi
 auditable_version=0.7.7
 tools="${POLYKMS_TOOLS_ROOT:-$HOME/.cache/polykms/tools}"
 export PATH="$tools/bin:$PATH"
-if ! { cargo install --list --root "$tools"; cargo install --list; } 2>/dev/null \
-    | grep -qx "cargo-auditable v$auditable_version:"; then
+# Trust only an executable in $tools whose install record names the pinned version: an install
+# record alone (e.g. ~/.cargo/.crates.toml after the binary went away) is not a tool.
+if ! [[ -x "$tools/bin/cargo-auditable" ]] \
+    || ! cargo install --list --root "$tools" 2>/dev/null \
+      | grep -qx "cargo-auditable v$auditable_version:"; then
   log "installing cargo-auditable $auditable_version into $tools"
   started=$(date +%s)
   (cd / && CARGO_TARGET_DIR="${POLYKMS_TOOLS_TARGET:-$tools/target}" \
-    cargo install --locked --quiet --version "$auditable_version" --root "$tools" cargo-auditable)
+    cargo install --locked --force --quiet --version "$auditable_version" --root "$tools" \
+      cargo-auditable)
   log "cargo-auditable installed in $(($(date +%s) - started)) s"
 fi
 
