@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use binding::{AAD_DIGEST_LEN, AadDigestBinding};
 pub use error::{BackendError, ErrorKind};
-pub use files::ConfigFiles;
+pub use files::{ConfigFiles, read_private_file};
 pub use secret::SecretBytes;
 pub use sensitive::SensitiveString;
 pub use types::{KeyVersion, WrappedKey};

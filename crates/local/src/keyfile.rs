@@ -1,10 +1,10 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
-use polykms_backend::{BackendError, SecretBytes};
+use polykms_backend::{BackendError, SecretBytes, read_private_file};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
@@ -17,22 +17,7 @@ pub const KEY_LEN: usize = 32;
 /// nothing.
 pub fn read_key_file(path: &Path) -> Result<SecretBytes, BackendError> {
     let shown = path.display();
-    let meta =
-        fs::metadata(path).map_err(|e| BackendError::config(format!("key file {shown}: {e}")))?;
-    if !meta.is_file() {
-        return Err(BackendError::config(format!(
-            "key file {shown}: not a regular file"
-        )));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(BackendError::config(format!(
-            "key file {shown}: mode {mode:04o} lets group or others read it; chmod 600 it"
-        )));
-    }
-    let raw = Zeroizing::new(
-        fs::read(path).map_err(|e| BackendError::config(format!("key file {shown}: {e}")))?,
-    );
+    let raw = read_private_file(path, "key file")?;
     if raw.len() == KEY_LEN {
         return Ok(SecretBytes::copy_from(&raw));
     }
@@ -74,6 +59,8 @@ pub fn generate_key_file(path: &Path) -> Result<(), BackendError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -45,9 +45,10 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Everything `polykms audit` was asked to do.
-#[derive(Debug, Clone)]
-pub struct Options {
+/// How to reach etcd, as `etcdctl` takes it (audit's flags; `polykms reencrypt` names them
+/// `--verify-etcd-endpoints`, `--etcd-cacert`, `--etcd-cert`, `--etcd-key`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdConnection {
     /// etcd client URLs (`http://` or `https://`).
     pub endpoints: Vec<String>,
     /// CA bundle that signs etcd's server certificate.
@@ -56,6 +57,13 @@ pub struct Options {
     pub cert: Option<PathBuf>,
     /// Client private key for etcd (with `cert`).
     pub key: Option<PathBuf>,
+}
+
+/// Everything `polykms audit` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where etcd is and how to reach it.
+    pub etcd: EtcdConnection,
     /// Key prefix to scan.
     pub prefix: String,
     /// Expected provider and key_id.
@@ -106,12 +114,12 @@ pub fn validate(options: &Options) -> Result<OutputFormat, AuditError> {
             )));
         }
     };
-    if options.endpoints.iter().all(|e| e.trim().is_empty()) {
+    if options.etcd.endpoints.iter().all(|e| e.trim().is_empty()) {
         return Err(AuditError::Config(
             "--etcd-endpoints: give at least one etcd client URL".into(),
         ));
     }
-    if options.cert.is_some() != options.key.is_some() {
+    if options.etcd.cert.is_some() != options.etcd.key.is_some() {
         return Err(AuditError::Config(
             "--cert and --key go together (etcd client certificate and its key)".into(),
         ));
@@ -136,15 +144,19 @@ async fn connect(options: &Options) -> Result<Client, AuditError> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT);
-    let tls_wanted = options.cacert.is_some()
-        || options.cert.is_some()
-        || options.endpoints.iter().any(|e| e.starts_with("https://"));
+    let tls_wanted = options.etcd.cacert.is_some()
+        || options.etcd.cert.is_some()
+        || options
+            .etcd
+            .endpoints
+            .iter()
+            .any(|e| e.starts_with("https://"));
     if tls_wanted {
         let mut tls = TlsOptions::new();
-        if let Some(ca) = &options.cacert {
+        if let Some(ca) = &options.etcd.cacert {
             tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, "--cacert")?));
         }
-        if let (Some(cert), Some(key)) = (&options.cert, &options.key) {
+        if let (Some(cert), Some(key)) = (&options.etcd.cert, &options.etcd.key) {
             tls = tls.identity(Identity::from_pem(
                 read_pem(cert, "--cert")?,
                 read_pem(key, "--key")?,
@@ -153,6 +165,7 @@ async fn connect(options: &Options) -> Result<Client, AuditError> {
         connect = connect.with_tls(tls);
     }
     let endpoints: Vec<&str> = options
+        .etcd
         .endpoints
         .iter()
         .map(|e| e.trim())
@@ -225,10 +238,10 @@ mod tests {
 
     fn options() -> Options {
         Options {
-            endpoints: vec!["http://127.0.0.1:2379".into()],
-            cacert: None,
-            cert: None,
-            key: None,
+            etcd: EtcdConnection {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                ..EtcdConnection::default()
+            },
             prefix: "/registry/secrets/".into(),
             expect: Expectations::default(),
             output: "table".into(),
@@ -240,8 +253,8 @@ mod tests {
         type Change = fn(&mut Options);
         let cases: [(Change, &str); 5] = [
             (|o| o.output = "yaml".into(), "--output"),
-            (|o| o.endpoints = vec![" ".into()], "--etcd-endpoints"),
-            (|o| o.cert = Some("c.pem".into()), "--cert and --key"),
+            (|o| o.etcd.endpoints = vec![" ".into()], "--etcd-endpoints"),
+            (|o| o.etcd.cert = Some("c.pem".into()), "--cert and --key"),
             (|o| o.prefix.clear(), "--prefix"),
             (|o| o.expect.key_id = Some(String::new()), "--expect"),
         ];
@@ -259,7 +272,7 @@ mod tests {
     #[test]
     fn unreadable_ca_file_is_a_config_error() {
         let mut o = options();
-        o.cacert = Some("/nonexistent/ca.pem".into());
+        o.etcd.cacert = Some("/nonexistent/ca.pem".into());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

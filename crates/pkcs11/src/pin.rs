@@ -1,8 +1,6 @@
 //! The user PIN: read from `pin_file`, kept zeroized, presented to the token at most once
 //! after a refusal (retrying a wrong PIN can lock the token).
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cryptoki::error::{Error, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use polykms_backend::BackendError;
-use zeroize::Zeroizing;
+use polykms_backend::{BackendError, read_private_file};
 
 use crate::error::{self, Operation};
 
@@ -19,22 +16,7 @@ use crate::error::{self, Operation};
 /// others may read, empty files and PINs that are not UTF-8.
 pub(crate) fn read_pin_file(path: &Path) -> Result<AuthPin, BackendError> {
     let shown = path.display();
-    let meta =
-        fs::metadata(path).map_err(|e| BackendError::config(format!("pin_file: {shown}: {e}")))?;
-    if !meta.is_file() {
-        return Err(BackendError::config(format!(
-            "pin_file: {shown}: not a regular file"
-        )));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(BackendError::config(format!(
-            "pin_file: {shown}: mode {mode:04o} lets group or others read it; chmod 600 it"
-        )));
-    }
-    let raw = Zeroizing::new(
-        fs::read(path).map_err(|e| BackendError::config(format!("pin_file: {shown}: {e}")))?,
-    );
+    let raw = read_private_file(path, "pin_file:")?;
     let mut end = raw.len();
     if raw[..end].ends_with(b"\n") {
         end -= 1;
@@ -125,6 +107,9 @@ impl PinGate {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use secrecy::ExposeSecret;
 

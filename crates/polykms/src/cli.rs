@@ -132,10 +132,12 @@ pub fn run(cli: Cli) -> ExitCode {
             expect_key_id,
             output,
         } => polykms_ops::audit::run(polykms_ops::audit::Options {
-            endpoints: etcd_endpoints,
-            cacert,
-            cert,
-            key,
+            etcd: polykms_ops::audit::EtcdConnection {
+                endpoints: etcd_endpoints,
+                cacert,
+                cert,
+                key,
+            },
             prefix,
             expect: polykms_ops::audit::Expectations {
                 provider: expect_provider,

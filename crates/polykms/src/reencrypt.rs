@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, ValueEnum};
+use polykms_ops::audit::EtcdConnection;
 use polykms_ops::reencrypt::verify::{VerifyOptions, VerifyPlan};
 use polykms_ops::reencrypt::{self, OutputFormat, ProgressMode, ReencryptError, StopFlag};
 
@@ -168,10 +169,12 @@ fn verify_plan(args: &Args) -> Result<Option<VerifyPlan>, Failure> {
         return Ok(None);
     }
     let options = VerifyOptions {
-        endpoints: v.verify_etcd_endpoints.clone(),
-        cacert: v.etcd_cacert.clone(),
-        cert: v.etcd_cert.clone(),
-        key: v.etcd_key.clone(),
+        etcd: EtcdConnection {
+            endpoints: v.verify_etcd_endpoints.clone(),
+            cacert: v.etcd_cacert.clone(),
+            cert: v.etcd_cert.clone(),
+            key: v.etcd_key.clone(),
+        },
         etcd_prefix: v.etcd_prefix.clone(),
         expect_key_id: v.expect_key_id.clone().unwrap_or_default(),
     };

@@ -1,10 +1,8 @@
 //! `--verify-etcd-endpoints`: after the run, `polykms audit`'s classification over the etcd keys
 //! of every resource rewritten, failing on any value not KMS v2 under the expected key_id.
 
+use crate::audit::{self, AuditError, EtcdConnection, Expectations, Tally};
 use std::fmt::Write as _;
-use std::path::PathBuf;
-
-use crate::audit::{self, AuditError, Expectations, Tally};
 
 use super::{ReencryptError, etcd_prefix};
 
@@ -14,14 +12,8 @@ const FINDINGS_SHOWN: usize = 20;
 /// Where etcd is and what every value must be under.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
-    /// CA bundle for etcd's server certificate.
-    pub cacert: Option<PathBuf>,
-    /// Client certificate for etcd.
-    pub cert: Option<PathBuf>,
-    /// Client key for etcd.
-    pub key: Option<PathBuf>,
+    /// etcd's client URLs and TLS files.
+    pub etcd: EtcdConnection,
     /// The apiserver's `--etcd-prefix` (default `/registry`).
     pub etcd_prefix: String,
     /// The key_id every value must be under.
@@ -52,10 +44,7 @@ impl VerifyPlan {
             .iter()
             .map(|resource| {
                 let audit = audit::Options {
-                    endpoints: options.endpoints.clone(),
-                    cacert: options.cacert.clone(),
-                    cert: options.cert.clone(),
-                    key: options.key.clone(),
+                    etcd: options.etcd.clone(),
                     prefix: etcd_prefix(&options.etcd_prefix, resource, namespace),
                     expect: Expectations {
                         provider: None,
