@@ -124,11 +124,8 @@ fn encode(
         let mut bytes = encode_head(version, wraps, &external);
         if bytes.len() + trailer <= MAX_CIPHERTEXT {
             if let Some(seed) = seed {
-                let mut mac = Commitment::new(seed, &bytes);
-                for (w, _) in wraps.iter().zip(&external).filter(|(_, ext)| **ext) {
-                    mac.annotation(&w.ciphertext);
-                }
-                bytes.extend_from_slice(&mac.tag());
+                let tag = commitment(seed, &bytes, wraps, &external).tag();
+                bytes.extend_from_slice(&tag);
             }
             let annotations = wraps
                 .iter()
@@ -278,16 +275,7 @@ impl Envelope {
         let Some((head, tag)) = &self.sealed else {
             return Ok(());
         };
-        let mut mac = Commitment::new(seed, head);
-        for (w, _) in self
-            .wraps
-            .iter()
-            .zip(&self.external)
-            .filter(|(_, ext)| **ext)
-        {
-            mac.annotation(&w.ciphertext);
-        }
-        if mac.verify(tag) {
+        if commitment(seed, head, &self.wraps, &self.external).verify(tag) {
             Ok(())
         } else {
             Err(EnvelopeError::Altered)
@@ -299,6 +287,16 @@ impl Envelope {
     pub fn is_legacy_multi_wrap(&self) -> bool {
         self.version == FORMAT_V1 && self.wraps.len() > 1
     }
+}
+
+/// The MAC a version-2 envelope carries, for sealing and for verifying alike: the envelope
+/// bytes before it, then the value of every wrap stored in an annotation, in wrap order.
+fn commitment(seed: &SecretBytes, head: &[u8], wraps: &[Wrap], external: &[bool]) -> Commitment {
+    let mut mac = Commitment::new(seed, head);
+    for (w, _) in wraps.iter().zip(external).filter(|(_, ext)| **ext) {
+        mac.annotation(&w.ciphertext);
+    }
+    mac
 }
 
 fn annotation_digest(value: &[u8]) -> [u8; ANNOTATION_DIGEST_LEN] {
