@@ -167,7 +167,10 @@ impl Client {
             let mut tries = 0;
             loop {
                 tries += 1;
-                let (mut conn, reused) = match self.take_idle() {
+                // The retry goes to a new connection: after a server restart every pooled
+                // connection is as dead as the one that just failed.
+                let idle = if tries == 1 { self.take_idle() } else { None };
+                let (mut conn, reused) = match idle {
                     Some(c) => (c, true),
                     None => (self.open().await?, false),
                 };
@@ -178,17 +181,13 @@ impl Client {
                     self.put_idle(conn);
                     return Err(CallError::Transport(gcm_needs_1_4(&self.address, version)));
                 }
-                let mut message = protocol::request(
+                let message = protocol::request(
                     conn.version,
-                    self.credential.as_ref().map(|c| UsernamePassword {
-                        username: c.username.expose(),
-                        password: c.password.as_ref().map(SensitiveString::expose),
-                    }),
+                    self.username_password(),
                     operation,
                     payload.clone(),
                 );
                 let sent = exchange(&mut conn.stream, &message, &self.address).await;
-                zeroize_bytes(&mut message);
                 match sent {
                     Ok((_, result)) => {
                         self.put_idle(conn);
@@ -203,8 +202,6 @@ impl Client {
             }
         };
         let result = tokio::time::timeout(self.timeout, attempt).await;
-        let mut payload = payload;
-        payload.iter_mut().for_each(zeroize_bytes);
         match result {
             Ok(r) => r,
             Err(_) => Err(CallError::Transport(BackendError::timeout(format!(
@@ -214,6 +211,14 @@ impl Client {
                 self.timeout
             )))),
         }
+    }
+
+    /// The KMIP Credential every request carries, when configured.
+    fn username_password(&self) -> Option<UsernamePassword<'_>> {
+        self.credential.as_ref().map(|c| UsernamePassword {
+            username: c.username.expose(),
+            password: c.password.as_ref().map(SensitiveString::expose),
+        })
     }
 
     fn take_idle(&self) -> Option<Connection> {
@@ -247,10 +252,7 @@ impl Client {
             .map_err(|e| io_error("TLS handshake with", &self.address, &e))?;
         let request = protocol::request(
             self.offered[0],
-            self.credential.as_ref().map(|c| UsernamePassword {
-                username: c.username.expose(),
-                password: c.password.as_ref().map(SensitiveString::expose),
-            }),
+            self.username_password(),
             Operation::DiscoverVersions,
             protocol::discover_versions(&self.offered),
         );
@@ -364,17 +366,6 @@ async fn exchange(
         })?;
     let decoded = Ttlv::decode(&buffer).map_err(|e| broken(e.to_string()))?;
     protocol::parse_response(&decoded).map_err(broken)
-}
-
-/// Overwrites byte strings (plaintext, key-derived data) in a message we no longer need.
-pub fn zeroize_bytes(item: &mut Ttlv) {
-    use zeroize::Zeroize;
-    match &mut item.value {
-        ttlv::Value::Structure(items) => items.iter_mut().for_each(zeroize_bytes),
-        ttlv::Value::ByteString(b) => b.zeroize(),
-        ttlv::Value::TextString(s) => s.zeroize(),
-        _ => {}
-    }
 }
 
 /// The client certificate chain and key, when configured.

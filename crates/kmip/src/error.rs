@@ -222,50 +222,55 @@ mod tests {
     #[test]
     fn reasons_map_to_the_kinds_the_issue_names() {
         use reason::*;
-        let kind = |op, r| failure(op, r).kind();
-        assert_eq!(
-            kind(Operation::Decrypt, ITEM_NOT_FOUND),
-            ErrorKind::KeyUnavailable
-        );
-        assert_eq!(
-            kind(Operation::Encrypt, PERMISSION_DENIED),
-            ErrorKind::Unauthorized
-        );
-        assert_eq!(
-            kind(Operation::Locate, AUTHENTICATION_NOT_SUCCESSFUL),
-            ErrorKind::Unauthorized
-        );
-        assert_eq!(
-            kind(Operation::Decrypt, CRYPTOGRAPHIC_FAILURE),
-            ErrorKind::WrongKey
-        );
-        assert_eq!(
-            kind(Operation::Encrypt, CRYPTOGRAPHIC_FAILURE),
-            ErrorKind::Unavailable
-        );
-        assert_eq!(
-            kind(Operation::Encrypt, SERVER_LIMIT_EXCEEDED),
-            ErrorKind::Unavailable
-        );
-        assert_eq!(
-            kind(Operation::Encrypt, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS),
-            ErrorKind::Config
-        );
-        assert!(
-            failure(Operation::Decrypt, GENERAL_FAILURE)
-                .to_error()
-                .is_retryable()
-        );
-        assert!(
-            !failure(Operation::Decrypt, PERMISSION_DENIED)
-                .to_error()
-                .is_retryable()
-        );
-        assert!(
-            !failure(Operation::Decrypt, CRYPTOGRAPHIC_FAILURE)
-                .to_error()
-                .is_retryable()
-        );
+        let kinds = [
+            (
+                Operation::Decrypt,
+                ITEM_NOT_FOUND,
+                ErrorKind::KeyUnavailable,
+            ),
+            (
+                Operation::Encrypt,
+                PERMISSION_DENIED,
+                ErrorKind::Unauthorized,
+            ),
+            (
+                Operation::Locate,
+                AUTHENTICATION_NOT_SUCCESSFUL,
+                ErrorKind::Unauthorized,
+            ),
+            (
+                Operation::Decrypt,
+                CRYPTOGRAPHIC_FAILURE,
+                ErrorKind::WrongKey,
+            ),
+            (
+                Operation::Encrypt,
+                CRYPTOGRAPHIC_FAILURE,
+                ErrorKind::Unavailable,
+            ),
+            (
+                Operation::Encrypt,
+                SERVER_LIMIT_EXCEEDED,
+                ErrorKind::Unavailable,
+            ),
+            (
+                Operation::Encrypt,
+                UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS,
+                ErrorKind::Config,
+            ),
+        ];
+        for (op, r, want) in kinds {
+            assert_eq!(failure(op, r).kind(), want, "{op:?} reason {r:#x}");
+        }
+        let retryable = [
+            (Operation::Decrypt, GENERAL_FAILURE, true),
+            (Operation::Decrypt, PERMISSION_DENIED, false),
+            (Operation::Decrypt, CRYPTOGRAPHIC_FAILURE, false),
+        ];
+        for (op, r, want) in retryable {
+            let e = failure(op, r).to_error();
+            assert_eq!(e.is_retryable(), want, "{op:?} reason {r:#x}");
+        }
         let undone = KmipFailure {
             status: ResultStatus::OperationUndone,
             ..failure(Operation::Encrypt, GENERAL_FAILURE)

@@ -90,10 +90,7 @@ impl KmipBackend {
     /// Finds the key that wraps now and checks it can, remembering it for `wrap`.
     async fn resolve(&self) -> Result<KeyAttributes, BackendError> {
         let key = match &self.selector {
-            KeySelector::Uid(uid) => self
-                .attributes(uid)
-                .await
-                .map_err(|e| self.refine_lookup(e, uid))?,
+            KeySelector::Uid(uid) => self.attributes(uid).await.map_err(|e| for_key(e, uid))?,
             KeySelector::Name(name) => {
                 let located = self
                     .call(Operation::Locate, protocol::locate_active_keys(name))
@@ -127,16 +124,6 @@ impl KmipBackend {
                 "kmip: key that wraps");
         }
         Ok(key)
-    }
-
-    /// A failed Get Attributes of a pinned or recorded key.
-    fn refine_lookup(&self, e: CallError, uid: &str) -> BackendError {
-        match e {
-            CallError::Kmip(f) if f.kind() == ErrorKind::KeyUnavailable => {
-                BackendError::key_unavailable(format!("key {uid}: {}", f.describe()))
-            }
-            other => other.into_backend(),
-        }
     }
 
     async fn current_uid(&self) -> Result<Arc<String>, BackendError> {
@@ -199,27 +186,17 @@ impl KmipBackend {
         let wrap = self
             .encrypt(uid, probe.expose(), CANARY_AAD)
             .await
-            .map_err(|e| self.refine_use(e, uid))?;
+            .map_err(|e| for_key(e, uid))?;
         let back = self
             .decrypt(uid, &wrap, CANARY_AAD)
             .await
-            .map_err(|e| self.refine_use(e, uid))?;
+            .map_err(|e| for_key(e, uid))?;
         if back != probe {
             return Err(BackendError::integrity(format!(
                 "canary round trip under key {uid} returned different bytes"
             )));
         }
         Ok(())
-    }
-
-    /// A failed Encrypt/Decrypt under `uid`, before follow-up checks: see `explain`.
-    fn refine_use(&self, e: CallError, uid: &str) -> BackendError {
-        match e {
-            CallError::Kmip(f) if f.kind() == ErrorKind::KeyUnavailable => {
-                BackendError::key_unavailable(format!("key {uid}: {}", f.describe()))
-            }
-            other => other.into_backend(),
-        }
     }
 
     /// Refines a failed Encrypt/Decrypt with one follow-up look at the key, where the result
@@ -256,7 +233,7 @@ impl KmipBackend {
                 Err(_) => f.to_error(),
             };
         }
-        self.refine_use(CallError::Kmip(f), uid)
+        for_key(CallError::Kmip(f), uid)
     }
 
     /// `1.4` once a connection negotiated, `not negotiated yet` before.
@@ -378,6 +355,16 @@ impl KeyEncryptionBackend for KmipBackend {
     }
 }
 
+/// A failed call about key `uid` (Get Attributes of a pinned or recorded key, or an
+/// Encrypt/Decrypt under it before `explain`'s follow-up checks): a missing key names it.
+fn for_key(e: CallError, uid: &str) -> BackendError {
+    match e {
+        CallError::Kmip(f) if f.kind() == ErrorKind::KeyUnavailable => {
+            BackendError::key_unavailable(format!("key {uid}: {}", f.describe()))
+        }
+        other => other.into_backend(),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

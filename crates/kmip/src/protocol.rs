@@ -434,34 +434,25 @@ pub fn parse_encrypt(payload: Option<&Ttlv>) -> Option<Encrypted> {
     })
 }
 
-/// Decrypt request payload (§4.30).
+/// Decrypt request payload (§4.30): Encrypt's fields in the same order, then the tag.
 pub fn decrypt(uid: &str, ciphertext: &[u8], iv: &[u8], gcm_tag: &[u8], aad: &[u8]) -> Vec<Ttlv> {
-    let mut payload = vec![
-        Ttlv::text(tag::UNIQUE_IDENTIFIER, uid),
-        gcm_parameters(),
-        Ttlv::bytes(tag::DATA, ciphertext),
-        Ttlv::bytes(tag::IV_COUNTER_NONCE, iv),
-    ];
-    if !aad.is_empty() {
-        payload.push(Ttlv::bytes(
-            tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA,
-            aad,
-        ));
-    }
+    let mut payload = encrypt(uid, ciphertext, iv, aad);
     payload.push(Ttlv::bytes(tag::AUTHENTICATED_ENCRYPTION_TAG, gcm_tag));
     payload
 }
 
 /// The plaintext a Decrypt response carries. The caller moves it into a zeroizing buffer.
+/// (Moved out, not copied: what stays behind in the payload is wiped when it is dropped.)
 pub fn take_decrypted(payload: Option<Ttlv>) -> Option<Vec<u8>> {
-    let Value::Structure(items) = payload?.value else {
+    let mut payload = payload?;
+    let Value::Structure(items) = &mut payload.value else {
         return None;
     };
     items
-        .into_iter()
+        .iter_mut()
         .find(|i| i.tag == tag::DATA)
-        .and_then(|i| match i.value {
-            Value::ByteString(b) => Some(b),
+        .and_then(|i| match &mut i.value {
+            Value::ByteString(b) => Some(std::mem::take(b)),
             _ => None,
         })
 }

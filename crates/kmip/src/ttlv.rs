@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// How deep structures may nest in a message we accept (KMIP responses need about 6).
 const MAX_DEPTH: usize = 16;
 
@@ -52,6 +54,19 @@ pub enum Value {
     DateTime(i64),
     /// 0x0A: seconds, 32-bit unsigned.
     Interval(u32),
+}
+
+/// Byte and text strings carry seeds, plaintexts and passwords: every value wipes them when
+/// it is dropped, so no copy made while encoding, sending, decoding or cloning a message
+/// outlives it in memory (also when a call is cancelled or times out).
+impl Drop for Value {
+    fn drop(&mut self) {
+        match self {
+            Value::ByteString(b) | Value::BigInteger(b) => b.zeroize(),
+            Value::TextString(s) => s.zeroize(),
+            _ => {}
+        }
+    }
 }
 
 impl fmt::Debug for Value {

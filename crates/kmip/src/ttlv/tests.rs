@@ -142,7 +142,7 @@ fn bounds_structure_nesting() {
             .0
             .contains("deeper")
     );
-    let Value::Structure(mut inner) = item.value else {
+    let Value::Structure(inner) = &mut item.value else {
         unreachable!()
     };
     let shallower = inner.pop().unwrap();
