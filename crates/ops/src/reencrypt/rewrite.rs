@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::ReencryptError;
+use super::api::{self, ApiError, ResourceUrls};
 use kube::Client;
 use serde_json::Value;
-use tokio::sync::Mutex;
-
-use super::api::{self, ApiError, ResourceUrls};
 
 /// The annotation `--force-rewrite` adds and removes again.
 pub const NONCE_ANNOTATION: &str = "reencrypt.polykms.io/nonce";
@@ -39,31 +38,53 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct RateLimiter {
     interval: Option<Duration>,
-    next: Mutex<Instant>,
+    start: Instant,
+    /// The next free slot, as an offset from `start` (saturating: never overflows).
+    next: std::sync::Mutex<Duration>,
+}
+
+/// The time between two requests at `qps` (None: no limit, `qps` ≤ 0); an error when `qps` is
+/// so small that the interval is not a [`Duration`].
+pub fn qps_interval(qps: f64) -> Result<Option<Duration>, ReencryptError> {
+    if qps <= 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(1.0 / qps)
+        .map(Some)
+        .map_err(|_| {
+            ReencryptError::Config(format!(
+                "--qps {qps:e} is too small: the wait between two requests would not fit (0: \
+                 no client-side limit)"
+            ))
+        })
 }
 
 impl RateLimiter {
     /// `qps` ≤ 0 means no limit.
-    pub fn new(qps: f64) -> Self {
-        RateLimiter {
-            interval: (qps > 0.0).then(|| Duration::from_secs_f64(1.0 / qps)),
-            next: Mutex::new(Instant::now()),
-        }
+    pub fn new(qps: f64) -> Result<Self, ReencryptError> {
+        Ok(RateLimiter {
+            interval: qps_interval(qps)?,
+            start: Instant::now(),
+            next: std::sync::Mutex::new(Duration::ZERO),
+        })
+    }
+
+    /// Takes the next slot: how long to wait for it (None: no limit).
+    fn reserve(&self) -> Option<Duration> {
+        let interval = self.interval?;
+        let now = self.start.elapsed();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = (*next).max(now);
+        *next = slot.saturating_add(interval);
+        Some(slot - now)
     }
 
     /// Waits for this request's slot.
     pub async fn acquire(&self) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + interval;
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
+        if let Some(wait) = self.reserve() {
+            // tokio caps a sleep beyond what an Instant can hold instead of overflowing.
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -260,6 +281,28 @@ fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_qps_too_small_for_a_duration_is_a_config_error_naming_the_flag() {
+        for qps in [1e-20, 1e-300, f64::MIN_POSITIVE] {
+            match RateLimiter::new(qps) {
+                Err(ReencryptError::Config(m)) => assert!(m.contains("--qps"), "{m}"),
+                other => panic!("{qps}: {other:?}"),
+            }
+        }
+        assert_eq!(qps_interval(0.0).ok(), Some(None));
+        assert_eq!(
+            qps_interval(4.0).ok(),
+            Some(Some(Duration::from_millis(250)))
+        );
+        // The largest intervals that are Durations: slots saturate instead of overflowing.
+        let limiter = RateLimiter::new(1e-19).expect("1e19 s is a Duration");
+        assert_eq!(limiter.reserve(), Some(Duration::ZERO));
+        for _ in 0..1000 {
+            assert!(limiter.reserve().is_some());
+        }
+        assert!(RateLimiter::new(0.0).expect("no limit").reserve().is_none());
+    }
 
     #[test]
     fn nonce_annotation_is_added_and_removed_leaving_the_object_as_it_was() {

@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use super::api::{MetaPage, ResourceUrls};
 use super::progress::Progress;
 use super::resources::{self, Resolved};
-use super::rewrite::{Outcome, RateLimiter, Rewriter};
+use super::rewrite::{self, Outcome, RateLimiter, Rewriter};
 use super::state::{Cursor, State, StateFile};
 use super::summary::{ResourceSummary, Summary};
 use super::{Options, ReencryptError, StopFlag, svm};
@@ -34,6 +34,7 @@ fn validate(options: &Options) -> Result<(), ReencryptError> {
             "--qps must be a number >= 0 (0: no client-side limit)".into(),
         ));
     }
+    rewrite::qps_interval(options.qps)?;
     if options.page_size == 0 || options.page_size > 10_000 {
         return Err(ReencryptError::Config(
             "--page-size must be between 1 and 10000".into(),
@@ -111,7 +112,7 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
         ..Default::default()
     };
     let mut progress = Progress::new(options.progress);
-    let limiter = Arc::new(RateLimiter::new(options.qps));
+    let limiter = Arc::new(RateLimiter::new(options.qps)?);
     for r in &resolved {
         let mut job = ResourceRun {
             client: &client,
