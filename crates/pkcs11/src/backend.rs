@@ -133,6 +133,7 @@ impl KeyEncryptionBackend for Pkcs11Backend {
         }
     }
 
+    /// The full health probe; the trait's `probe` is this.
     async fn key_version(&self) -> Result<KeyVersion, BackendError> {
         self.blocking(|h| h.probe()).await
     }
@@ -147,10 +148,6 @@ impl KeyEncryptionBackend for Pkcs11Backend {
         let wrapped = wrapped.clone();
         let aad = aad.to_vec();
         self.blocking(move |h| h.unwrap(&wrapped, &aad)).await
-    }
-
-    async fn probe(&self) -> Result<KeyVersion, BackendError> {
-        self.blocking(|h| h.probe()).await
     }
 
     fn describe(&self) -> String {

@@ -38,8 +38,8 @@ pub struct Pkcs11Config {
 }
 
 impl polykms_backend::ConfigFiles for Pkcs11Config {
-    /// `pin_file`. Not `module`: a library path is the dynamic loader's to resolve (a bare
-    /// name is looked up in its search path), and it is read once at start.
+    /// `pin_file`. Not `module`: the library is taken as written (it must name a file; give
+    /// the absolute path vendors document), and it is loaded once per process.
     fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.pin_file]
     }

@@ -92,6 +92,19 @@ pub(crate) fn stale_handle(e: &Error) -> bool {
     )
 }
 
+/// The token refused the PIN itself (wrong, malformed, locked or expired): never retried with
+/// the same PIN, since every wrong attempt brings a token closer to locking.
+pub(crate) fn pin_refused(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::PinIncorrect
+            | RvError::PinInvalid
+            | RvError::PinLenRange
+            | RvError::PinExpired
+            | RvError::PinLocked
+    )
+}
+
 /// Sorts a cryptoki error into a kind. PIN errors are never retryable: retrying a wrong PIN
 /// can lock the token.
 pub(crate) fn classify(op: Operation, e: &Error) -> BackendError {
@@ -126,12 +139,8 @@ pub(crate) fn classify(op: Operation, e: &Error) -> BackendError {
         | RvError::KeyNotWrappable
         | RvError::WrappingKeyTypeInconsistent
         | RvError::UnwrappingKeyTypeInconsistent => BackendError::key_unavailable(what),
-        RvError::PinIncorrect
-        | RvError::PinInvalid
-        | RvError::PinLenRange
-        | RvError::PinExpired
-        | RvError::PinLocked
-        | RvError::UserPinNotInitialized
+        rv if pin_refused(*rv) => BackendError::unauthorized(what),
+        RvError::UserPinNotInitialized
         | RvError::UserTypeInvalid
         | RvError::UserAnotherAlreadyLoggedIn
         | RvError::UserTooManyTypes => BackendError::unauthorized(what),

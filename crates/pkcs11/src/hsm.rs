@@ -150,16 +150,27 @@ impl Hsm {
         unreachable!("the loop returns on its second attempt")
     }
 
-    /// Re-enumerates the module's tokens if the token looked gone since the last probe.
+    /// Re-enumerates the module's tokens if the token looked gone since the last probe and
+    /// the slots, listed again, still do not show it. An error that only looked like a lost
+    /// token (a passing device error) must not finalize a module that every backend and
+    /// reload naming it shares.
     pub(crate) fn recover(&self, patience: Duration) {
         if !self.gone.swap(false, Ordering::AcqRel) {
             return;
         }
-        let seen = self.module.enter().generation;
-        if !self.module.reinitialize(seen, patience) {
-            // A call was inside the module: try again at the next probe.
-            self.gone.store(true, Ordering::Release);
-        }
+        let seen = {
+            let guard = self.module.enter();
+            // `found` was cleared when the token looked gone: this lists the slots afresh.
+            if self.token(guard.generation).is_ok() {
+                return;
+            }
+            guard.generation
+        };
+        // The look above marked the token gone again; after a re-initialization the next
+        // call finds out afresh, as before.
+        let reinitialized = self.module.reinitialize(seen, patience);
+        // Not reinitialized: a call was inside the module; try again at the next probe.
+        self.gone.store(!reinitialized, Ordering::Release);
     }
 
     fn note_token_errors(&self, e: &Error) {

@@ -146,6 +146,9 @@ fn kwp_unwrap(
     let object = session
         .unwrap_key(&Mechanism::AesKeyWrapPad, kek, wrapped, &secret_template())
         .map_err(|e| Failure::Module(Operation::Unwrap, e))?;
+    // Known gap: cryptoki (0.12) reads CKA_VALUE into a buffer of its own and returns a copy;
+    // that buffer is freed without being wiped, so one copy of the sealed seed stays in freed
+    // heap memory (the aes-gcm path has no such copy). Only cryptoki can fix it.
     let value = session.get_attributes(object, &[AttributeType::Value]);
     destroy(session, object);
     let value = value.map_err(|e| Failure::Module(Operation::Unwrap, e))?;

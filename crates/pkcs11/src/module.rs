@@ -38,8 +38,11 @@ pub(crate) struct CallGuard<'a> {
 impl Module {
     /// The module at `path`, loading and initializing it on first use. Blocking.
     pub(crate) fn load(path: &Path) -> Result<Arc<Module>, BackendError> {
+        // One library however it is named (a symlink and its target are one library to the
+        // dynamic loader): two Modules for it could finalize it under each other's calls.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let mut modules = MODULES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = modules.get(path) {
+        if let Some(m) = modules.get(&key) {
             return Ok(m.clone());
         }
         let shown = path.display();
@@ -80,7 +83,7 @@ impl Module {
             calls: RwLock::new(()),
             generation: AtomicU64::new(0),
         });
-        modules.insert(path.to_path_buf(), module.clone());
+        modules.insert(key, module.clone());
         Ok(module)
     }
 

@@ -84,14 +84,7 @@ impl PinGate {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(Error::Pkcs11(
-                rv @ (RvError::PinIncorrect
-                | RvError::PinInvalid
-                | RvError::PinLenRange
-                | RvError::PinLocked
-                | RvError::PinExpired),
-                _,
-            )) => {
+            Err(Error::Pkcs11(rv, _)) if error::pin_refused(rv) => {
                 let e = BackendError::unauthorized(format!(
                     "{token} refused the user PIN from pin_file ({}); polykms will not try it \
                      again (a wrong PIN can lock the token): fix pin_file and reload",
