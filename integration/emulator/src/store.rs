@@ -42,11 +42,7 @@ impl Store {
         mod_revision: i64,
         value: Vec<u8>,
     ) -> anyhow::Result<bool> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
-            .and_then([TxnOp::put(key, value, None)]);
-        let resp = self.client.txn(txn).await.context("txn")?;
-        Ok(resp.succeeded())
+        Ok(self.replace_at(key, mod_revision, value).await?.is_some())
     }
 
     /// Like `replace`, and returns the revision of the write (None on a conflict).

@@ -120,6 +120,18 @@ fn status(code: StatusCode, reason: &str, message: &str, extra: Value) -> Reply 
     reply(code, &body)
 }
 
+/// A request body as JSON, or the 400 BadRequest Status the apiserver answers instead.
+fn json_body(body: &[u8]) -> Result<Value, Box<Reply>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("body: {e}"),
+            json!({}),
+        ))
+    })
+}
+
 /// The route of a request, by path.
 enum Route<'a> {
     CoreVersions,
@@ -353,16 +365,9 @@ impl Server {
         name: &str,
         body: &[u8],
     ) -> anyhow::Result<Reply> {
-        let object: Value = match serde_json::from_slice(body) {
+        let object = match json_body(body) {
             Ok(v) => v,
-            Err(e) => {
-                return Ok(status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("body: {e}"),
-                    json!({}),
-                ));
-            }
+            Err(reply) => return Ok(*reply),
         };
         if object["metadata"]["name"] != name || object["metadata"]["namespace"] != namespace {
             return Ok(status(

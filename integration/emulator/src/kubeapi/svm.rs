@@ -8,7 +8,7 @@ use http::StatusCode;
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use super::{Reply, Server, known, reply, status};
+use super::{Reply, Server, json_body, known, reply, status};
 
 /// The API group.
 pub const GROUP: &str = "storagemigration.k8s.io";
@@ -38,16 +38,9 @@ fn condition(kind: &str, message: &str) -> Value {
 
 /// POST: validates, stores, starts the migration.
 pub async fn create(server: &Arc<Server>, body: &[u8]) -> anyhow::Result<Reply> {
-    let mut object: Value = match serde_json::from_slice(body) {
+    let mut object = match json_body(body) {
         Ok(v) => v,
-        Err(e) => {
-            return Ok(status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("body: {e}"),
-                json!({}),
-            ));
-        }
+        Err(reply) => return Ok(*reply),
     };
     let spec = &object["spec"]["resource"];
     let resource = spec["resource"].as_str().unwrap_or_default().to_string();
