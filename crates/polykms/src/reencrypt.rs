@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .context("installing the signal handlers")?;
         let summary = reencrypt::run(&options, &stop).await.map_err(failure)?;
         let verified = match &verify {
-            Some(plan) if !summary.interrupted => Some(plan.run().await.map_err(failure)?),
+            Some(plan) if !summary.interrupted => Some(plan.run(&summary).await.map_err(failure)?),
             _ => None,
         };
         Ok::<_, Failure>((summary, verified))

@@ -136,6 +136,7 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
             done: cursor.done,
             relists,
             migration: None,
+            cluster_scoped: !r.namespaced,
         });
         match result {
             Ok(true) => {}

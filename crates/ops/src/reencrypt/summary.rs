@@ -25,6 +25,9 @@ pub struct ResourceSummary {
     /// StorageVersionMigration name and final condition, with `--use-storage-version-migration`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration: Option<svm::MigrationResult>,
+    /// Cluster-scoped (by discovery): the run covered every object, `--namespace` or not.
+    #[serde(skip)]
+    pub cluster_scoped: bool,
 }
 
 /// One object that was given up on.

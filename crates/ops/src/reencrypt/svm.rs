@@ -65,6 +65,7 @@ pub async fn run(
     for target in &targets {
         let mut entry = ResourceSummary {
             resource: target.name.clone(),
+            cluster_scoped: !target.namespaced,
             ..Default::default()
         };
         if options.dry_run {

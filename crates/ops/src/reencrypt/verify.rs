@@ -4,7 +4,7 @@
 use crate::audit::{self, AuditError, EtcdConnection, Expectations, Tally};
 use std::fmt::Write as _;
 
-use super::{ReencryptError, etcd_prefix};
+use super::{ReencryptError, Summary, etcd_prefix};
 
 /// Offending keys printed in the text summary (the JSON one has up to audit's limit).
 const FINDINGS_SHOWN: usize = 20;
@@ -20,10 +20,14 @@ pub struct VerifyOptions {
     pub expect_key_id: String,
 }
 
-/// One audit per resource prefix, checked before the run starts.
+/// One audit per resource, checked before the run starts; the prefixes follow the run.
 #[derive(Debug, Clone)]
 pub struct VerifyPlan {
     expect_key_id: String,
+    /// The apiserver's `--etcd-prefix`.
+    root: String,
+    /// `--namespace`: narrows the prefix of namespaced resources only.
+    namespace: Option<String>,
     audits: Vec<(String, audit::Options)>,
 }
 
@@ -59,14 +63,37 @@ impl VerifyPlan {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VerifyPlan {
             expect_key_id: options.expect_key_id.clone(),
+            root: options.etcd_prefix.clone(),
+            namespace: namespace.map(str::to_string),
             audits,
         })
     }
 
-    /// Scans every prefix (read-only).
-    pub async fn run(&self) -> Result<Verified, ReencryptError> {
-        let mut results = Vec::with_capacity(self.audits.len());
-        for (resource, options) in &self.audits {
+    /// The audits for what `summary` says the run did: a cluster-scoped resource was rewritten
+    /// whole even with `--namespace`, so its prefix is the whole resource's (a namespace prefix
+    /// would hold nothing, and the check would pass having read nothing).
+    fn audits_for(&self, summary: &Summary) -> Vec<(String, audit::Options)> {
+        self.audits
+            .iter()
+            .map(|(resource, audit)| {
+                let cluster_scoped = summary
+                    .resources
+                    .iter()
+                    .any(|r| &r.resource == resource && r.cluster_scoped);
+                let mut audit = audit.clone();
+                if cluster_scoped && self.namespace.is_some() {
+                    audit.prefix = etcd_prefix(&self.root, resource, None);
+                }
+                (resource.clone(), audit)
+            })
+            .collect()
+    }
+
+    /// Scans every prefix (read-only), after the run that `summary` describes.
+    pub async fn run(&self, summary: &Summary) -> Result<Verified, ReencryptError> {
+        let audits = self.audits_for(summary);
+        let mut results = Vec::with_capacity(audits.len());
+        for (resource, options) in &audits {
             let tally = audit::scan(options).await.map_err(verify_error)?;
             results.push((resource.clone(), options.prefix.clone(), tally));
         }
@@ -143,5 +170,62 @@ impl Verified {
                 "resource": resource, "prefix": prefix, "report": t,
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reencrypt::ResourceSummary;
+
+    fn plan(namespace: Option<&str>) -> VerifyPlan {
+        let options = VerifyOptions {
+            etcd: EtcdConnection {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                ..EtcdConnection::default()
+            },
+            etcd_prefix: "/registry".into(),
+            expect_key_id: "k".into(),
+        };
+        let resources = [
+            "secrets".to_string(),
+            "clusterroles.rbac.authorization.k8s.io".into(),
+        ];
+        VerifyPlan::new(&options, &resources, namespace).expect("valid settings")
+    }
+
+    fn summary() -> Summary {
+        let entry = |resource: &str, cluster_scoped| ResourceSummary {
+            resource: resource.into(),
+            done: true,
+            cluster_scoped,
+            ..Default::default()
+        };
+        Summary {
+            resources: vec![
+                entry("secrets", false),
+                entry("clusterroles.rbac.authorization.k8s.io", true),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn prefixes(plan: &VerifyPlan, summary: &Summary) -> Vec<String> {
+        plan.audits_for(summary)
+            .into_iter()
+            .map(|(_, a)| a.prefix)
+            .collect()
+    }
+
+    #[test]
+    fn a_cluster_scoped_resource_is_verified_whole_even_with_a_namespace() {
+        assert_eq!(
+            prefixes(&plan(Some("app")), &summary()),
+            ["/registry/secrets/app/", "/registry/clusterroles/"]
+        );
+        assert_eq!(
+            prefixes(&plan(None), &summary()),
+            ["/registry/secrets/", "/registry/clusterroles/"]
+        );
     }
 }
