@@ -195,6 +195,6 @@ fn failure(e: ReencryptError) -> Failure {
             code: EXIT_DENIED,
             message,
         },
-        ReencryptError::Io(m) | ReencryptError::Verify(m) => Failure::Other(anyhow::anyhow!(m)),
+        ReencryptError::Io(m) => Failure::Other(anyhow::anyhow!(m)),
     }
 }

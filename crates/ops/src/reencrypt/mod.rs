@@ -89,9 +89,6 @@ pub enum ReencryptError {
     /// The state file cannot be written (exit 1).
     #[error("{0}")]
     Io(String),
-    /// The verification after the run could not be done (its own exit code).
-    #[error("{0}")]
-    Verify(String),
 }
 
 /// A stop request (SIGINT/SIGTERM): workers finish the objects in flight and take no more.

@@ -115,7 +115,9 @@ fn verify_error(e: AuditError) -> ReencryptError {
     match e {
         AuditError::Config(m) => ReencryptError::Config(rename(m)),
         AuditError::Unavailable(m) => ReencryptError::Unavailable(m),
-        AuditError::Findings(m) => ReencryptError::Verify(m),
+        // Only audit::run returns Findings; validate and scan report findings in the Tally,
+        // which Verified turns into the exit code. Kept at exit 1 should that ever change.
+        AuditError::Findings(m) => ReencryptError::Io(m),
     }
 }
 
