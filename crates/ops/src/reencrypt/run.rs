@@ -301,8 +301,13 @@ impl ResourceRun<'_> {
                 Some(n) => {
                     token = Some(n);
                     cursor.continue_token = token.clone();
-                    self.save(&cursor)?;
-                    last_save = Instant::now();
+                    // Any later save pairs this token with a last_key from this page or after,
+                    // and the file holds a consistent older pair until then (the token the page
+                    // was listed with and a key on it); stops and errors save at once.
+                    if last_save.elapsed() >= SAVE_EVERY {
+                        self.save(&cursor)?;
+                        last_save = Instant::now();
+                    }
                 }
                 None => break,
             }
