@@ -59,6 +59,33 @@ pub struct EtcdConnection {
     pub key: Option<PathBuf>,
 }
 
+/// The command-line names of the settings, for messages: audit's own, or those of the command
+/// that runs the scan (`polykms reencrypt --verify-etcd-endpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdFlags {
+    /// etcd client URLs.
+    pub endpoints: &'static str,
+    /// CA bundle.
+    pub cacert: &'static str,
+    /// Client certificate.
+    pub cert: &'static str,
+    /// Client private key.
+    pub key: &'static str,
+    /// Key prefix.
+    pub prefix: &'static str,
+}
+
+impl EtcdFlags {
+    /// `polykms audit`'s flags.
+    pub const AUDIT: EtcdFlags = EtcdFlags {
+        endpoints: "--etcd-endpoints",
+        cacert: "--cacert",
+        cert: "--cert",
+        key: "--key",
+        prefix: "--prefix",
+    };
+}
+
 /// Everything `polykms audit` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -105,6 +132,11 @@ pub fn run(options: Options) -> Result<(), AuditError> {
 
 /// Checks the options before any request.
 pub fn validate(options: &Options) -> Result<OutputFormat, AuditError> {
+    validate_named(options, &EtcdFlags::AUDIT)
+}
+
+/// [`validate`], naming the settings by `flags` in its messages.
+pub fn validate_named(options: &Options, flags: &EtcdFlags) -> Result<OutputFormat, AuditError> {
     let format = match options.output.as_str() {
         "table" => OutputFormat::Table,
         "json" => OutputFormat::Json,
@@ -115,17 +147,22 @@ pub fn validate(options: &Options) -> Result<OutputFormat, AuditError> {
         }
     };
     if options.etcd.endpoints.iter().all(|e| e.trim().is_empty()) {
-        return Err(AuditError::Config(
-            "--etcd-endpoints: give at least one etcd client URL".into(),
-        ));
+        return Err(AuditError::Config(format!(
+            "{}: give at least one etcd client URL",
+            flags.endpoints
+        )));
     }
     if options.etcd.cert.is_some() != options.etcd.key.is_some() {
-        return Err(AuditError::Config(
-            "--cert and --key go together (etcd client certificate and its key)".into(),
-        ));
+        return Err(AuditError::Config(format!(
+            "{} and {} go together (etcd client certificate and its key)",
+            flags.cert, flags.key
+        )));
     }
     if options.prefix.is_empty() {
-        return Err(AuditError::Config("--prefix must not be empty".into()));
+        return Err(AuditError::Config(format!(
+            "{} must not be empty",
+            flags.prefix
+        )));
     }
     for k in [&options.expect.provider, &options.expect.key_id]
         .into_iter()
@@ -140,7 +177,7 @@ pub fn validate(options: &Options) -> Result<OutputFormat, AuditError> {
     Ok(format)
 }
 
-async fn connect(options: &Options) -> Result<Client, AuditError> {
+async fn connect(options: &Options, flags: &EtcdFlags) -> Result<Client, AuditError> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT);
@@ -154,12 +191,12 @@ async fn connect(options: &Options) -> Result<Client, AuditError> {
     if tls_wanted {
         let mut tls = TlsOptions::new();
         if let Some(ca) = &options.etcd.cacert {
-            tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, "--cacert")?));
+            tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, flags.cacert)?));
         }
         if let (Some(cert), Some(key)) = (&options.etcd.cert, &options.etcd.key) {
             tls = tls.identity(Identity::from_pem(
-                read_pem(cert, "--cert")?,
-                read_pem(key, "--key")?,
+                read_pem(cert, flags.cert)?,
+                read_pem(key, flags.key)?,
             ));
         }
         connect = connect.with_tls(tls);
@@ -174,7 +211,7 @@ async fn connect(options: &Options) -> Result<Client, AuditError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(connect))).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)))) => {
-            Err(AuditError::Config(format!("--etcd-endpoints: {e}")))
+            Err(AuditError::Config(format!("{}: {e}", flags.endpoints)))
         }
         Ok(Err(e)) => Err(AuditError::Unavailable(format!(
             "cannot connect to etcd at {}: {e}",
@@ -194,7 +231,12 @@ fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, AuditError> {
 /// Scans `[prefix, prefix_end)` in pages of `PAGE_SIZE`, all pages at the revision of the first
 /// one, so the report describes one consistent snapshot.
 pub async fn scan(options: &Options) -> Result<Tally, AuditError> {
-    let mut client = connect(options).await?;
+    scan_named(options, &EtcdFlags::AUDIT).await
+}
+
+/// [`scan`], naming the settings by `flags` in its messages.
+pub async fn scan_named(options: &Options, flags: &EtcdFlags) -> Result<Tally, AuditError> {
+    let mut client = connect(options, flags).await?;
     let prefix = options.prefix.as_bytes();
     let end = polykms_core::storage::prefix_end(prefix);
     let mut start = prefix.to_vec();
@@ -277,7 +319,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("a runtime builds in tests");
-        match rt.block_on(connect(&o)) {
+        match rt.block_on(connect(&o, &EtcdFlags::AUDIT)) {
             Err(AuditError::Config(msg)) => assert!(msg.contains("--cacert"), "{msg}"),
             other => panic!("{:?}", other.err()),
         }

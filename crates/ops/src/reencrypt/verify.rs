@@ -1,10 +1,19 @@
 //! `--verify-etcd-endpoints`: after the run, `polykms audit`'s classification over the etcd keys
 //! of every resource rewritten, failing on any value not KMS v2 under the expected key_id.
 
-use crate::audit::{self, AuditError, EtcdConnection, Expectations, Tally};
+use crate::audit::{self, AuditError, EtcdConnection, EtcdFlags, Expectations, Tally};
 use std::fmt::Write as _;
 
 use super::{ReencryptError, Summary, etcd_prefix};
+
+/// reencrypt's names for the settings audit takes as `--etcd-endpoints`, `--cacert`, ...
+const FLAGS: EtcdFlags = EtcdFlags {
+    endpoints: "--verify-etcd-endpoints",
+    cacert: "--etcd-cacert",
+    cert: "--etcd-cert",
+    key: "--etcd-key",
+    prefix: "--etcd-prefix",
+};
 
 /// Offending keys printed in the text summary (the JSON one has up to audit's limit).
 const FINDINGS_SHOWN: usize = 20;
@@ -56,7 +65,7 @@ impl VerifyPlan {
                     },
                     output: "json".into(),
                 };
-                audit::validate(&audit)
+                audit::validate_named(&audit, &FLAGS)
                     .map_err(verify_error)
                     .map(|_| (resource.clone(), audit))
             })
@@ -94,7 +103,9 @@ impl VerifyPlan {
         let audits = self.audits_for(summary);
         let mut results = Vec::with_capacity(audits.len());
         for (resource, options) in &audits {
-            let tally = audit::scan(options).await.map_err(verify_error)?;
+            let tally = audit::scan_named(options, &FLAGS)
+                .await
+                .map_err(verify_error)?;
             results.push((resource.clone(), options.prefix.clone(), tally));
         }
         Ok(Verified {
@@ -104,16 +115,10 @@ impl VerifyPlan {
     }
 }
 
-/// audit's messages name its own flags; these are the same settings under reencrypt's names.
+/// audit's errors as the run's (their messages name reencrypt's flags: [`FLAGS`]).
 fn verify_error(e: AuditError) -> ReencryptError {
-    let rename = |m: String| {
-        m.replace("--etcd-endpoints", "--verify-etcd-endpoints")
-            .replace("--cacert", "--etcd-cacert")
-            .replace("--cert and --key", "--etcd-cert and --etcd-key")
-            .replace("--prefix", "--etcd-prefix")
-    };
     match e {
-        AuditError::Config(m) => ReencryptError::Config(rename(m)),
+        AuditError::Config(m) => ReencryptError::Config(m),
         AuditError::Unavailable(m) => ReencryptError::Unavailable(m),
         // Only audit::run returns Findings; validate and scan report findings in the Tally,
         // which Verified turns into the exit code. Kept at exit 1 should that ever change.
@@ -209,6 +214,67 @@ mod tests {
                 entry("clusterroles.rbac.authorization.k8s.io", true),
             ],
             ..Default::default()
+        }
+    }
+
+    fn config_error(result: Result<impl std::fmt::Debug, ReencryptError>) -> String {
+        match result {
+            Err(ReencryptError::Config(m)) => m,
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_errors_name_reencrypts_flags() {
+        let options = |change: fn(&mut EtcdConnection)| {
+            let mut etcd = EtcdConnection {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                ..EtcdConnection::default()
+            };
+            change(&mut etcd);
+            VerifyOptions {
+                etcd,
+                etcd_prefix: "/registry".into(),
+                expect_key_id: "k".into(),
+            }
+        };
+        let new = |o: &VerifyOptions| VerifyPlan::new(o, &["secrets".into()], None);
+        let m = config_error(new(&options(|e| e.endpoints = vec![" ".into()])));
+        assert!(m.starts_with("--verify-etcd-endpoints: "), "{m}");
+        let m = config_error(new(&options(|e| e.cert = Some("c.pem".into()))));
+        assert!(
+            m.starts_with("--etcd-cert and --etcd-key go together"),
+            "{m}"
+        );
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime builds in tests");
+        for (change, flag) in [
+            (
+                (|e: &mut EtcdConnection| e.cacert = Some("/nonexistent/ca.pem".into()))
+                    as fn(&mut EtcdConnection),
+                "--etcd-cacert /nonexistent/ca.pem: ",
+            ),
+            (
+                |e| {
+                    e.cert = Some("/nonexistent/c.pem".into());
+                    e.key = Some("k.pem".into());
+                },
+                "--etcd-cert /nonexistent/c.pem: ",
+            ),
+            (
+                |e| {
+                    e.cert = Some("Cargo.toml".into());
+                    e.key = Some("/nonexistent/k.pem".into());
+                },
+                "--etcd-key /nonexistent/k.pem: ",
+            ),
+        ] {
+            let plan = new(&options(change)).expect("valid settings");
+            let m = config_error(rt.block_on(plan.run(&Summary::default())));
+            assert!(m.starts_with(flag), "{flag}: {m}");
         }
     }
 
