@@ -177,51 +177,105 @@ pub fn validate_named(options: &Options, flags: &EtcdFlags) -> Result<OutputForm
     Ok(format)
 }
 
+/// The etcd settings with the TLS files already read: connecting reads no file, so a bad path
+/// shows up when this is built (before a long run), and one value connects any number of times.
+#[derive(Clone)]
+pub struct Connector {
+    /// Trimmed, non-empty client URLs.
+    endpoints: Vec<String>,
+    /// Set when TLS is wanted (a CA, a client certificate or an https:// URL).
+    tls: Option<TlsFiles>,
+    flags: EtcdFlags,
+}
+
+#[derive(Clone)]
+struct TlsFiles {
+    ca: Option<Vec<u8>>,
+    /// Client certificate and private key (PEM).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key stays out of any debug output.
+        f.debug_struct("Connector")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Reads the TLS files of `etcd` (messages name the settings by `flags`).
+    pub fn new(etcd: &EtcdConnection, flags: &EtcdFlags) -> Result<Self, AuditError> {
+        let tls_wanted = etcd.cacert.is_some()
+            || etcd.cert.is_some()
+            || etcd.endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls = if tls_wanted {
+            let ca = match &etcd.cacert {
+                Some(ca) => Some(read_pem(ca, flags.cacert)?),
+                None => None,
+            };
+            let identity = match (&etcd.cert, &etcd.key) {
+                (Some(cert), Some(key)) => {
+                    Some((read_pem(cert, flags.cert)?, read_pem(key, flags.key)?))
+                }
+                _ => None,
+            };
+            Some(TlsFiles { ca, identity })
+        } else {
+            None
+        };
+        Ok(Connector {
+            endpoints: etcd
+                .endpoints
+                .iter()
+                .map(|e| e.trim())
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect(),
+            tls,
+            flags: *flags,
+        })
+    }
+
+    /// Connects to etcd.
+    pub async fn connect(&self) -> Result<Client, AuditError> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        if let Some(files) = &self.tls {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &files.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca.clone()));
+            }
+            if let Some((cert, key)) = &files.identity {
+                tls = tls.identity(Identity::from_pem(cert.clone(), key.clone()));
+            }
+            connect = connect.with_tls(tls);
+        }
+        let endpoints = &self.endpoints;
+        match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(connect))).await
+        {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(
+                e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)),
+            )) => Err(AuditError::Config(format!("{}: {e}", self.flags.endpoints))),
+            Ok(Err(e)) => Err(AuditError::Unavailable(format!(
+                "cannot connect to etcd at {}: {e}",
+                endpoints.join(",")
+            ))),
+            Err(_) => Err(AuditError::Unavailable(format!(
+                "cannot connect to etcd at {}: timed out",
+                endpoints.join(",")
+            ))),
+        }
+    }
+}
+
 async fn connect(options: &Options, flags: &EtcdFlags) -> Result<Client, AuditError> {
-    let mut connect = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT);
-    let tls_wanted = options.etcd.cacert.is_some()
-        || options.etcd.cert.is_some()
-        || options
-            .etcd
-            .endpoints
-            .iter()
-            .any(|e| e.starts_with("https://"));
-    if tls_wanted {
-        let mut tls = TlsOptions::new();
-        if let Some(ca) = &options.etcd.cacert {
-            tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, flags.cacert)?));
-        }
-        if let (Some(cert), Some(key)) = (&options.etcd.cert, &options.etcd.key) {
-            tls = tls.identity(Identity::from_pem(
-                read_pem(cert, flags.cert)?,
-                read_pem(key, flags.key)?,
-            ));
-        }
-        connect = connect.with_tls(tls);
-    }
-    let endpoints: Vec<&str> = options
-        .etcd
-        .endpoints
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-        .collect();
-    match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(connect))).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)))) => {
-            Err(AuditError::Config(format!("{}: {e}", flags.endpoints)))
-        }
-        Ok(Err(e)) => Err(AuditError::Unavailable(format!(
-            "cannot connect to etcd at {}: {e}",
-            endpoints.join(",")
-        ))),
-        Err(_) => Err(AuditError::Unavailable(format!(
-            "cannot connect to etcd at {}: timed out",
-            endpoints.join(",")
-        ))),
-    }
+    Connector::new(&options.etcd, flags)?.connect().await
 }
 
 fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, AuditError> {
@@ -231,13 +285,17 @@ fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, AuditError> {
 /// Scans `[prefix, prefix_end)` in pages of `PAGE_SIZE`, all pages at the revision of the first
 /// one, so the report describes one consistent snapshot.
 pub async fn scan(options: &Options) -> Result<Tally, AuditError> {
-    scan_named(options, &EtcdFlags::AUDIT).await
+    let mut client = connect(options, &EtcdFlags::AUDIT).await?;
+    scan_client(&mut client, &options.prefix, &options.expect).await
 }
 
-/// [`scan`], naming the settings by `flags` in its messages.
-pub async fn scan_named(options: &Options, flags: &EtcdFlags) -> Result<Tally, AuditError> {
-    let mut client = connect(options, flags).await?;
-    let prefix = options.prefix.as_bytes();
+/// [`scan`] over a connected client (e.g. from one [`Connector::connect`] for many prefixes).
+pub async fn scan_client(
+    client: &mut Client,
+    prefix: &str,
+    expect: &Expectations,
+) -> Result<Tally, AuditError> {
+    let prefix = prefix.as_bytes();
     let end = polykms_core::storage::prefix_end(prefix);
     let mut start = prefix.to_vec();
     let mut revision = 0;
@@ -257,7 +315,7 @@ pub async fn scan_named(options: &Options, flags: &EtcdFlags) -> Result<Tally, A
             revision = page.header().map_or(0, |h| h.revision());
         }
         for kv in page.kvs() {
-            tally.add(kv.key(), &classify::classify(kv.value()), &options.expect);
+            tally.add(kv.key(), &classify::classify(kv.value()), expect);
         }
         match page.kvs().last() {
             Some(last) if page.more() => {

@@ -37,6 +37,8 @@ pub struct VerifyPlan {
     root: String,
     /// `--namespace`: narrows the prefix of namespaced resources only.
     namespace: Option<String>,
+    /// etcd's URLs with the TLS files read (before the run, so a bad path fails first).
+    connector: audit::Connector,
     audits: Vec<(String, audit::Options)>,
 }
 
@@ -70,10 +72,12 @@ impl VerifyPlan {
                     .map(|_| (resource.clone(), audit))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let connector = audit::Connector::new(&options.etcd, &FLAGS).map_err(verify_error)?;
         Ok(VerifyPlan {
             expect_key_id: options.expect_key_id.clone(),
             root: options.etcd_prefix.clone(),
             namespace: namespace.map(str::to_string),
+            connector,
             audits,
         })
     }
@@ -98,12 +102,14 @@ impl VerifyPlan {
             .collect()
     }
 
-    /// Scans every prefix (read-only), after the run that `summary` describes.
+    /// Scans every prefix (read-only, over one connection), after the run that `summary`
+    /// describes.
     pub async fn run(&self, summary: &Summary) -> Result<Verified, ReencryptError> {
         let audits = self.audits_for(summary);
+        let mut client = self.connector.connect().await.map_err(verify_error)?;
         let mut results = Vec::with_capacity(audits.len());
         for (resource, options) in &audits {
-            let tally = audit::scan_named(options, &FLAGS)
+            let tally = audit::scan_client(&mut client, &options.prefix, &options.expect)
                 .await
                 .map_err(verify_error)?;
             results.push((resource.clone(), options.prefix.clone(), tally));
@@ -246,11 +252,7 @@ mod tests {
             m.starts_with("--etcd-cert and --etcd-key go together"),
             "{m}"
         );
-
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime builds in tests");
+        // The TLS files are read before the run.
         for (change, flag) in [
             (
                 (|e: &mut EtcdConnection| e.cacert = Some("/nonexistent/ca.pem".into()))
@@ -272,8 +274,7 @@ mod tests {
                 "--etcd-key /nonexistent/k.pem: ",
             ),
         ] {
-            let plan = new(&options(change)).expect("valid settings");
-            let m = config_error(rt.block_on(plan.run(&Summary::default())));
+            let m = config_error(new(&options(change)));
             assert!(m.starts_with(flag), "{flag}: {m}");
         }
     }
