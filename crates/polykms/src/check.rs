@@ -8,7 +8,7 @@ use polykms_backend::SecretBytes;
 use polykms_core::plugin::aad_for;
 use rand::RngCore;
 
-use crate::cli::Failure;
+use crate::exit::Failure;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::{backends, logging};
 

@@ -5,16 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, LogFormat};
-
-/// Exit code for a bad configuration or command line (sysexits EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
-/// Exit code for a key store that cannot be reached or used (sysexits EX_UNAVAILABLE).
-pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Exit code when RBAC or credentials refuse what a command needs (sysexits EX_NOPERM).
-pub const EXIT_DENIED: u8 = 77;
-/// Exit code of a run stopped by SIGINT/SIGTERM that can be continued (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
+use crate::config::LogFormat;
+use crate::exit::Failure;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +21,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the KMS API on the unix socket.
+    /// Serve the KMS API on the unix socket. Exits 0 on a clean stop, 64 on a bad config, 71
+    /// when the socket or the HTTP port cannot be bound. A key store that fails at start does
+    /// not stop it: it serves unready (Status unhealthy, /readyz 503) until the store answers.
     Serve {
         /// Configuration file (.toml, .yaml or .yml).
         #[arg(long, short, env = "POLYKMS_CONFIG")]
@@ -47,7 +41,8 @@ pub enum Command {
         #[arg(long, short, env = "POLYKMS_CONFIG")]
         config: PathBuf,
     },
-    /// Write a fresh 32-byte key for the local backend (mode 0600; never overwrites).
+    /// Write a fresh 32-byte key for the local backend (mode 0600; never overwrites). Exits 0
+    /// when written, 73 when the file exists or cannot be created.
     Keygen {
         #[arg(long)]
         out: PathBuf,
@@ -91,26 +86,6 @@ pub enum Command {
     Version,
 }
 
-/// Errors that end the process, sorted by exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error("configuration error: {0}")]
-    Config(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// A failure with its own exit code.
-    #[error("{message}")]
-    Exit { code: u8, message: String },
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::Config(e.0)
-    }
-}
-
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve {
@@ -121,7 +96,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => crate::check::run(&config),
         Command::Keygen { out } => polykms_local::generate_key_file(&out)
             .map(|()| println!("wrote a new 32-byte key to {} (mode 0600)", out.display()))
-            .map_err(|e| Failure::Config(e.message().to_string())),
+            .map_err(|e| Failure::Exit {
+                code: crate::exit::CANT_CREATE,
+                message: e.message().to_string(),
+            }),
         Command::Audit {
             etcd_endpoints,
             cacert,
@@ -148,7 +126,10 @@ pub fn run(cli: Cli) -> ExitCode {
         .map_err(|e| match e {
             polykms_ops::audit::AuditError::Config(m) => Failure::Config(m),
             polykms_ops::audit::AuditError::Unavailable(m) => Failure::Unavailable(m),
-            polykms_ops::audit::AuditError::Findings(m) => Failure::Other(anyhow::anyhow!(m)),
+            polykms_ops::audit::AuditError::Findings(m) => Failure::Exit {
+                code: crate::exit::FINDINGS,
+                message: m,
+            },
         }),
         Command::Reencrypt(args) => crate::reencrypt::run(*args),
         Command::Version => {
@@ -160,19 +141,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
     };
-    let code = match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("polykms: {e:#}");
-            tracing::error!(error = %format!("{e:#}"), "exiting");
-            ExitCode::from(match e {
-                Failure::Config(_) => EXIT_CONFIG,
-                Failure::Unavailable(_) => EXIT_UNAVAILABLE,
-                Failure::Exit { code, .. } => code,
-                Failure::Other(_) => 1,
-            })
-        }
-    };
+    let code = crate::exit::finish(result);
     crate::logging::flush();
     code
 }

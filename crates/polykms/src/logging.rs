@@ -10,6 +10,7 @@ mod json;
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +18,8 @@ use crate::config::{LogConfig, LogFormat};
 use batch::{BatchSettings, WriterGuard, batch_writer};
 
 static WRITER: Mutex<Option<WriterGuard>> = Mutex::new(None);
+/// Set once JSON log lines go to stderr: a fatal error is then one more JSON line, not text.
+static JSON_ON_STDERR: AtomicBool = AtomicBool::new(false);
 
 pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env()
@@ -41,6 +44,17 @@ pub fn init(config: &LogConfig, override_format: Option<LogFormat>) {
     // Already initialised (tests) means the existing subscriber and its writer stay.
     if result.is_ok() {
         *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        JSON_ON_STDERR.store(format == LogFormat::Json, Ordering::Relaxed);
+    }
+}
+
+/// Reports the error that ends the process, once: as the last JSON log line when the logs are
+/// JSON (a log collector keeps it with the rest), else as one plain `polykms: …` line.
+pub fn report_fatal(message: &str) {
+    if JSON_ON_STDERR.load(Ordering::Relaxed) {
+        tracing::error!(error = %message, "exiting");
+    } else {
+        eprintln!("polykms: {message}");
     }
 }
 

@@ -4,6 +4,7 @@ mod backends;
 mod check;
 mod cli;
 mod config;
+mod exit;
 mod hardening;
 mod logging;
 mod reencrypt;
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let _ = e.print();
-            ExitCode::from(cli::EXIT_CONFIG)
+            ExitCode::from(exit::CONFIG)
         }
     }
 }

@@ -8,7 +8,7 @@ use polykms_ops::audit::EtcdConnection;
 use polykms_ops::reencrypt::verify::{VerifyOptions, VerifyPlan};
 use polykms_ops::reencrypt::{self, OutputFormat, ProgressMode, ReencryptError, StopFlag};
 
-use crate::cli::{EXIT_CONFIG, EXIT_DENIED, EXIT_INTERRUPTED, Failure};
+use crate::exit::{self, Failure};
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     if summary.interrupted {
         return Err(Failure::Exit {
-            code: EXIT_INTERRUPTED,
+            code: exit::INTERRUPTED,
             message: "reencrypt: stopped by a signal after the objects in flight".into(),
         });
     }
@@ -187,12 +187,12 @@ fn failure(e: ReencryptError) -> Failure {
     match e {
         ReencryptError::Config(m) => Failure::Config(m),
         ReencryptError::NoStorageVersionMigration => Failure::Exit {
-            code: EXIT_CONFIG,
+            code: exit::CONFIG,
             message: e.to_string(),
         },
         ReencryptError::Unavailable(m) => Failure::Unavailable(m),
         ReencryptError::Denied { message, .. } => Failure::Exit {
-            code: EXIT_DENIED,
+            code: exit::DENIED,
             message,
         },
         ReencryptError::Io(m) => Failure::Other(anyhow::anyhow!(m)),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use polykms_core::Plugin;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::Failure;
+use crate::exit::Failure;
 use crate::config::Config;
 use crate::serve::keyring;
 use crate::watch::{self, ConfigWatcher};

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::Context;
 use polykms_core::cache::CacheSettings;
 use polykms_core::http::{HttpState, serve_http};
 use polykms_core::{
@@ -14,7 +13,7 @@ use polykms_core::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backends;
-use crate::cli::Failure;
+use crate::exit::Failure;
 use crate::config::{ApiName, Config, LogFormat, StatusVersionName};
 use crate::{hardening, logging, reload};
 
@@ -35,7 +34,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .map_err(Failure::os("starting the async runtime"))?;
     runtime.block_on(serve(path.to_path_buf(), config_digest, config))
 }
 
@@ -79,16 +78,21 @@ async fn serve(
     let ring = keyring(&config, metrics.clone()).await?;
     let spec = SocketSpec::parse(&config.server.socket)
         .map_err(|e| Failure::Config(format!("server.socket: {e}")))?;
-    let bound =
-        polykms_core::bind(&spec).with_context(|| format!("binding the KMS socket {spec}"))?;
+    // Everything that can fail is set up before the socket file exists, so a failed start
+    // leaves no socket behind (the HTTP port, the signal handlers).
     let http_listener = match config.http.address().map_err(Failure::Config)? {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding http.listen {addr}"))?,
-        ),
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::Os(anyhow::anyhow!(
+                "binding http.listen {addr}: {e} (set [http] listen to a free address, or \"\" to turn the listener off)"
+            ))
+        })?),
         None => None,
     };
+    let mut term = signal(SignalKind::terminate()).map_err(Failure::os("installing the SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Failure::os("installing the SIGINT handler"))?;
+    let bound = polykms_core::bind(&spec).map_err(|e| {
+        Failure::Os(anyhow::anyhow!("binding the KMS socket (server.socket) {spec}: {e}"))
+    })?;
     let plugin = Plugin::start(plugin_settings(&config), ring, metrics).await;
     let status = plugin.status();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), key_id = %status.key_id, healthz = %status.healthz,
@@ -121,8 +125,6 @@ async fn serve(
             ApiName::V1Beta1 => Api::V1Beta1,
         })
         .collect();
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -136,7 +138,7 @@ async fn serve(
     }
     // Counts of repeated failures not yet written are written now, not lost.
     polykms_core::repeated::flush();
-    result.context("serving the KMS API")?;
+    result.map_err(Failure::os("serving the KMS API"))?;
     tracing::info!("stopped");
     Ok(())
 }
