@@ -85,6 +85,28 @@ pub(crate) fn compare_ids(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// Fails when two of the `sorted` CKA_IDs are equal under [`compare_ids`] (`01` and `0001` are
+/// other bytes but the same number): which of them is "greatest" would then depend on the
+/// order the module lists them in, and replicas could wrap under different keys.
+pub(crate) fn ensure_distinct(label: &str, sorted: &[&[u8]]) -> Result<(), BackendError> {
+    let Some(pair) = sorted
+        .windows(2)
+        .find(|w| compare_ids(w[0], w[1]) == Ordering::Equal)
+    else {
+        return Ok(());
+    };
+    let (a, b) = (hex::encode(pair[0]), hex::encode(pair[1]));
+    let same = if a == b {
+        format!("share CKA_ID {a:?}")
+    } else {
+        format!("have CKA_IDs {a:?} and {b:?}, which are the same number")
+    };
+    Err(BackendError::config(format!(
+        "key_label: two key objects labelled {label:?} {same}, so the key that wraps (the \
+         greatest CKA_ID) is ambiguous; give each key object a numerically distinct CKA_ID"
+    )))
+}
+
 /// Finds every AES secret key labelled `label`. Blocking.
 pub(crate) fn find(
     session: &Session,
@@ -130,12 +152,6 @@ pub(crate) fn find(
             }
         }
         let version = version_of(label, &id);
-        if keys.iter().any(|k| k.id == id) {
-            return Err(Failure::Backend(BackendError::config(format!(
-                "key_label: two key objects labelled {label:?} share CKA_ID {:?}; give each a distinct CKA_ID",
-                hex::encode(&id)
-            ))));
-        }
         let unusable = match mechanism {
             WrapMechanism::AesGcm if !(enc && dec) => {
                 Some("does not permit CKA_ENCRYPT and CKA_DECRYPT (needed by aes-gcm)".to_string())
@@ -162,6 +178,8 @@ pub(crate) fn find(
         });
     }
     keys.sort_by(|a, b| compare_ids(&a.id, &b.id));
+    let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_slice()).collect();
+    ensure_distinct(label, &ids)?;
     Ok(KeySet {
         generation,
         label: label.to_string(),
@@ -181,6 +199,32 @@ mod tests {
         assert_eq!(compare_ids(&[0x00, 0x01], &[0x01]), Ordering::Equal);
         assert_eq!(compare_ids(&[], &[0x00]), Ordering::Equal);
         assert_eq!(compare_ids(&[0x7f], &[0x80]), Ordering::Less);
+    }
+
+    #[test]
+    fn ids_equal_as_numbers_are_rejected_naming_both() {
+        for (a, b) in [
+            (&[0x01][..], &[0x00, 0x01][..]),
+            (&[][..], &[0x00][..]),
+            (&[0x2a][..], &[0x2a][..]),
+        ] {
+            let mut ids = vec![&[0x05][..], a, b, &[0x00, 0x00, 0xff][..]];
+            ids.sort_by(|x, y| compare_ids(x, y));
+            let err = ensure_distinct("kube-kek", &ids).unwrap_err();
+            assert_eq!(err.kind(), polykms_backend::ErrorKind::Config, "{err}");
+            for id in [a, b] {
+                let shown = format!("{:?}", hex::encode(id));
+                assert!(err.message().contains(&shown), "{shown} not in {err}");
+            }
+            assert!(err.message().contains("\"kube-kek\""), "{err}");
+        }
+    }
+
+    #[test]
+    fn numerically_distinct_ids_pass() {
+        let ids = [&[][..], &[0x01][..], &[0x00, 0x02][..], &[0x01, 0x00][..]];
+        ensure_distinct("kube-kek", &ids).unwrap();
+        ensure_distinct("kube-kek", &[]).unwrap();
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Several key objects may carry `key_label`: the one with the greatest CKA_ID wraps, and the
 //! key version is `label:hex(CKA_ID)`, so creating a key object with a higher CKA_ID rotates
 //! key_id at the next probe, while wraps under older objects keep unwrapping until those
-//! objects are deleted. Every call into the module runs on a blocking thread, at most
+//! objects are deleted. CKA_IDs compare as unsigned numbers, so two objects whose IDs are the
+//! same number (`01`, `0001`) are refused as ambiguous. Every call into the module runs on a blocking thread, at most
 //! `max_sessions` at once, each with its own logged-in session.
 
 mod backend;

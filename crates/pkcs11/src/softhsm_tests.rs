@@ -283,6 +283,40 @@ async fn a_key_object_with_a_higher_id_rotates_and_old_wraps_still_unwrap() {
 }
 
 #[tokio::test]
+async fn ids_that_are_the_same_number_fail_probe_and_wrap_naming_both() {
+    let Some(env) = env("ids_that_are_the_same_number") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let token = OwnToken::create(&env);
+    token.keygen(&env.key_label, "01");
+    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
+        .await
+        .unwrap();
+    probe_until_ok(&b).await;
+
+    // Other bytes, same number: which one is greatest would depend on the listing order.
+    token.keygen(&env.key_label, "0001");
+    let probe = b.probe().await.unwrap_err();
+    let fresh = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
+        .await
+        .unwrap();
+    let wrap = fresh.wrap(&seed(1), b"aad").await.unwrap_err();
+    for e in [probe, wrap] {
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.message().contains("\"01\""), "{e}");
+        assert!(e.message().contains("\"0001\""), "{e}");
+    }
+
+    token.delete_key(&env.key_label, "0001");
+    assert_eq!(
+        b.probe().await.unwrap().as_str(),
+        format!("{}:01", env.key_label)
+    );
+}
+
+#[tokio::test]
 async fn deleting_the_wrapping_key_makes_probe_fail_with_key_unavailable() {
     let Some(env) = env("deleting_the_wrapping_key") else {
         return;
