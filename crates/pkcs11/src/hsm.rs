@@ -64,6 +64,15 @@ struct IdleSession {
     generation: u64,
 }
 
+impl IdleSession {
+    /// Drops the session without C_CloseSession. Only for a session of an older generation:
+    /// its handle died with that generation and may now name another backend's session, which
+    /// closing it would close.
+    fn forget(self) {
+        std::mem::forget(self.session);
+    }
+}
+
 /// Sessions, token and key objects of one configured backend.
 pub(crate) struct Hsm {
     pub(crate) module: Arc<Module>,
@@ -186,9 +195,7 @@ impl Hsm {
             if s.generation == generation {
                 return Some(s.session);
             }
-            // Its handle died with the old generation and may now name another session:
-            // closing it could close someone else's.
-            std::mem::forget(s.session);
+            s.forget();
         }
         None
     }
@@ -436,6 +443,24 @@ impl Hsm {
         lock(&self.idle).len()
     }
 
+    /// The module's handles of the idle sessions.
+    #[cfg(test)]
+    pub(crate) fn idle_handles(&self) -> Vec<std::os::raw::c_ulong> {
+        lock(&self.idle)
+            .iter()
+            .map(|s| s.session.handle())
+            .collect()
+    }
+
+    /// Whether every idle session is still a live session of the module.
+    #[cfg(test)]
+    pub(crate) fn idle_sessions_answer(&self) -> bool {
+        let _guard = self.module.enter();
+        lock(&self.idle)
+            .iter()
+            .all(|s| s.session.get_session_info().is_ok())
+    }
+
     fn warn_about(&self, set: &KeySet) {
         let mut warned = lock(&self.warned);
         for k in &set.keys {
@@ -443,6 +468,26 @@ impl Hsm {
                 && warned.insert(k.version.clone())
             {
                 tracing::warn!(key_version = %k.version, "pkcs11: key object {why}");
+            }
+        }
+    }
+}
+
+impl Drop for Hsm {
+    /// On reload the old backend's idle sessions go: those of the current generation are
+    /// closed inside the module (a re-initialization must not run under C_CloseSession), the
+    /// rest are forgotten (see [`IdleSession::forget`]).
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let guard = self.module.enter();
+        for s in idle {
+            if s.generation == guard.generation {
+                drop(s.session);
+            } else {
+                s.forget();
             }
         }
     }

@@ -15,6 +15,8 @@ use polykms_backend::{ErrorKind, KeyEncryptionBackend, SecretBytes};
 
 use crate::{Pkcs11Backend, Pkcs11Config, WrapMechanism};
 
+mod shared_module;
+
 static ONE_AT_A_TIME: LazyLock<tokio::sync::Mutex<()>> =
     LazyLock::new(|| tokio::sync::Mutex::new(()));
 
