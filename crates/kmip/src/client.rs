@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use polykms_backend::{BackendError, SensitiveString};
-use polykms_net::CaBundle;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +22,7 @@ use crate::protocol::{
     self, BatchResult, GCM_WITH_AAD, Operation, ProtocolVersion, ResultStatus, UsernamePassword,
     tag,
 };
+use crate::trust::{self, SystemRoots};
 use crate::ttlv::{self, Ttlv};
 
 /// Connections open at once per backend; more callers wait for one.
@@ -94,9 +94,13 @@ pub struct Client {
 impl Client {
     /// Reads the certificate, key, CA and credential files; fails (kind Config, naming the
     /// field) when one is unusable. Does not connect.
-    pub fn new(config: &KmipConfig, validated: &Validated) -> Result<Self, BackendError> {
+    pub fn new(
+        config: &KmipConfig,
+        validated: &Validated,
+        system_roots: SystemRoots,
+    ) -> Result<Self, BackendError> {
         let identity = read_identity(config)?;
-        let (roots, trust) = root_store(config)?;
+        let (roots, trust) = trust::root_store(config, system_roots)?;
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -396,30 +400,6 @@ fn read_identity(config: &KmipConfig) -> Result<Option<Identity>, BackendError> 
         ))
     })?;
     Ok(Some((chain, key)))
-}
-
-/// The trusted roots: `ca_file` (via polykms-net's loader) plus the system's, and a summary.
-fn root_store(config: &KmipConfig) -> Result<(rustls::RootCertStore, String), BackendError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let system = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(system.certs);
-    let mut trust = format!("{added} system roots");
-    if let Some(path) = &config.ca_file {
-        let bundle = CaBundle::load(path)?;
-        let (ok, bad) = roots.add_parsable_certificates(bundle.certificates());
-        if ok == 0 || bad > 0 {
-            return Err(BackendError::config(format!(
-                "ca_file: {} holds {bad} certificate(s) that are not usable CA certificates",
-                path.display()
-            )));
-        }
-        trust = format!("ca_file {} + system roots", path.display());
-    } else if added == 0 {
-        return Err(BackendError::config(
-            "ca_file: no system CA certificates found; set ca_file to the KMIP server's CA",
-        ));
-    }
-    Ok((roots, trust))
 }
 
 fn read_credential(config: &KmipConfig) -> Result<Option<Credential>, BackendError> {

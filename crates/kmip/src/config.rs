@@ -27,9 +27,14 @@ pub const SUPPORTED_VERSIONS: [ProtocolVersion; 3] = [
 pub struct KmipConfig {
     /// `host:port` of the server (TLS always; port 5696 when omitted).
     pub endpoint: String,
-    /// PEM CA bundle trusted for the server certificate, in addition to the system roots.
+    /// PEM CA bundle trusted for the server certificate: the only roots trusted when set
+    /// (the system roots are trusted when it is not).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Trust the system roots as well as `ca_file` (for a server whose certificate comes from
+    /// a public CA or the host's own).
+    #[serde(default)]
+    pub also_trust_system_roots: bool,
     /// PEM client certificate (chain) for mutual TLS.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
@@ -144,6 +149,12 @@ impl KmipConfig {
         if self.password_file.is_some() && self.username_file.is_none() {
             return Err(BackendError::config("password_file: needs username_file"));
         }
+        if self.also_trust_system_roots && self.ca_file.is_none() {
+            return Err(BackendError::config(
+                "also_trust_system_roots: needs ca_file (without ca_file the system roots are \
+                 the ones trusted)",
+            ));
+        }
         if let Some(name) = &self.tls_server_name
             && (name.is_empty() || name.contains(['/', ':', ' ']))
         {
@@ -250,6 +261,9 @@ mod tests {
         assert_eq!(v.selector, KeySelector::Name("kube-kek".into()));
         assert_eq!(v.offered, SUPPORTED_VERSIONS.to_vec());
         assert_eq!(v.timeout, Duration::from_secs(5));
+        // ca_file alone is trusted unless the system roots are asked for.
+        assert!(!c.also_trust_system_roots);
+        assert!(parse("also_trust_system_roots = true").also_trust_system_roots);
     }
 
     #[test]
@@ -293,6 +307,13 @@ mod tests {
             .contains("certificate")
         );
         assert!(invalid(|c| c.password_file = Some("/p".into())).starts_with("password_file"));
+        assert!(
+            invalid(|c| {
+                c.ca_file = None;
+                c.also_trust_system_roots = true;
+            })
+            .starts_with("also_trust_system_roots")
+        );
         assert!(invalid(|c| c.timeout_ms = 0).starts_with("timeout_ms"));
         assert!(invalid(|c| c.tls_server_name = Some("a b".into())).starts_with("tls_server_name"));
         for bad in [

@@ -13,6 +13,7 @@ mod config;
 mod error;
 mod protocol;
 mod select;
+mod trust;
 mod ttlv;
 mod wrap;
 
@@ -31,12 +32,15 @@ pub use config::{KeySelector, KmipConfig};
 use crate::client::{CallError, Client};
 use crate::error::reason;
 use crate::protocol::{KeyAttributes, Operation, state};
+use crate::trust::SystemRoots;
 use crate::wrap::GcmWrap;
 
 /// AAD of the probe's canary round trip (never the plugin's own AAD).
 const CANARY_AAD: &[u8] = b"polykms:kmip:canary";
 /// GCM IV length we generate.
 const IV_LEN: usize = 12;
+/// Skipped key candidates named in a failed look-up's message.
+const MAX_SKIPPED_SHOWN: usize = 5;
 
 /// Wraps seeds with an AES key on a KMIP server.
 pub struct KmipBackend {
@@ -60,8 +64,12 @@ impl KmipBackend {
     /// connect: a server that is down now is reported by probe() later. Fails only on bad
     /// config or files (kind Config, naming the field).
     pub async fn connect(config: &KmipConfig) -> Result<Self, BackendError> {
+        Self::build(config, trust::native_roots)
+    }
+
+    fn build(config: &KmipConfig, system_roots: SystemRoots) -> Result<Self, BackendError> {
         let validated = config.validate()?;
-        let client = Client::new(config, &validated)?;
+        let client = Client::new(config, &validated, system_roots)?;
         Ok(KmipBackend {
             client,
             selector: validated.selector,
@@ -91,29 +99,7 @@ impl KmipBackend {
     async fn resolve(&self) -> Result<KeyAttributes, BackendError> {
         let key = match &self.selector {
             KeySelector::Uid(uid) => self.attributes(uid).await.map_err(|e| for_key(e, uid))?,
-            KeySelector::Name(name) => {
-                let located = self
-                    .call(Operation::Locate, protocol::locate_active_keys(name))
-                    .await
-                    .map_err(CallError::into_backend)?;
-                let uids = protocol::parse_locate(located.as_ref());
-                let mut candidates = Vec::with_capacity(uids.len());
-                for uid in &uids {
-                    match self.attributes(uid).await {
-                        Ok(a) if a.state.is_none_or(|s| s == state::ACTIVE) => candidates.push(a),
-                        Ok(_) => {}
-                        // Destroyed between Locate and Get Attributes.
-                        Err(CallError::Kmip(f)) if f.kind() == ErrorKind::KeyUnavailable => {}
-                        Err(e) => return Err(e.into_backend()),
-                    }
-                }
-                select::newest(&candidates).cloned().ok_or_else(|| {
-                    BackendError::key_unavailable(format!(
-                        "no Active symmetric key named {name:?} on {}",
-                        self.client.address()
-                    ))
-                })?
-            }
+            KeySelector::Name(name) => self.named_key(name).await?,
         };
         check_usable(&key)?;
         let fresh = Some(Arc::new(key.uid.clone()));
@@ -124,6 +110,61 @@ impl KmipBackend {
                 "kmip: key that wraps");
         }
         Ok(key)
+    }
+
+    /// The Active key named `name` activated most recently. Candidates that cannot be it are
+    /// skipped rather than failing the look-up: a server may list objects that it then will
+    /// not describe to this client (Permission Denied: another tenant's key of that name), or
+    /// describe without a State, which does not show that the key is Active.
+    async fn named_key(&self, name: &str) -> Result<KeyAttributes, BackendError> {
+        let located = self
+            .call(Operation::Locate, protocol::locate_active_keys(name))
+            .await
+            .map_err(CallError::into_backend)?;
+        let uids = protocol::parse_locate(located.as_ref());
+        let mut candidates = Vec::with_capacity(uids.len());
+        let mut skipped = Vec::new();
+        for uid in &uids {
+            match self.attributes(uid).await {
+                Ok(a) if a.state == Some(state::ACTIVE) => candidates.push(a),
+                Ok(a) => skipped.push(match a.state {
+                    Some(s) => format!("{uid} ({})", state::name(s)),
+                    None => format!("{uid} (no State)"),
+                }),
+                // Destroyed between Locate and Get Attributes.
+                Err(CallError::Kmip(f)) if f.kind() == ErrorKind::KeyUnavailable => {}
+                Err(CallError::Kmip(f))
+                    if f.is(reason::PERMISSION_DENIED) || f.is(reason::NOT_AUTHORISED) =>
+                {
+                    skipped.push(format!(
+                        "{uid} ({})",
+                        reason::name(f.reason.unwrap_or_default())
+                    ));
+                }
+                Err(e) => return Err(e.into_backend()),
+            }
+        }
+        if let Some(key) = select::newest(&candidates) {
+            if !skipped.is_empty() {
+                tracing::debug!(endpoint = %self.client.address(), name, skipped = %skipped.join(", "),
+                    "kmip: candidates skipped in the key look-up");
+            }
+            return Ok(key.clone());
+        }
+        let mut message = format!(
+            "no Active symmetric key named {name:?} on {}",
+            self.client.address()
+        );
+        if !skipped.is_empty() {
+            // Bounded: a name can match many objects.
+            let shown = skipped.len().min(MAX_SKIPPED_SHOWN);
+            message.push_str(&format!(" (skipped: {}", skipped[..shown].join(", ")));
+            if skipped.len() > shown {
+                message.push_str(&format!(" and {} more", skipped.len() - shown));
+            }
+            message.push(')');
+        }
+        Err(BackendError::key_unavailable(message))
     }
 
     async fn current_uid(&self) -> Result<Arc<String>, BackendError> {
@@ -365,91 +406,6 @@ fn for_key(e: CallError, uid: &str) -> BackendError {
         other => other.into_backend(),
     }
 }
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(state: Option<u32>, mask: Option<i32>, algorithm: Option<u32>) -> KeyAttributes {
-        KeyAttributes {
-            uid: "7".into(),
-            state,
-            usage_mask: mask,
-            algorithm,
-            ..KeyAttributes::default()
-        }
-    }
-
-    #[test]
-    fn only_active_aes_keys_that_encrypt_and_decrypt_are_usable() {
-        check_usable(&key(
-            Some(state::ACTIVE),
-            Some(12),
-            Some(protocol::ALGORITHM_AES),
-        ))
-        .unwrap();
-        // Servers that leave out the mask or algorithm are taken at their State.
-        check_usable(&key(Some(state::ACTIVE), None, None)).unwrap();
-        let deactivated = check_usable(&key(Some(state::DEACTIVATED), Some(12), None)).unwrap_err();
-        assert_eq!(deactivated.kind(), ErrorKind::KeyUnavailable);
-        assert!(
-            deactivated.message().contains("key 7 is Deactivated"),
-            "{deactivated}"
-        );
-        let no_state = check_usable(&key(None, Some(12), None)).unwrap_err();
-        assert_eq!(no_state.kind(), ErrorKind::KeyUnavailable);
-        let encrypt_only = check_usable(&key(Some(state::ACTIVE), Some(4), None)).unwrap_err();
-        assert_eq!(encrypt_only.kind(), ErrorKind::KeyUnavailable);
-        assert!(
-            encrypt_only.message().contains("Usage Mask 0x4"),
-            "{encrypt_only}"
-        );
-        // 3DES (0x02) cannot do AES-GCM.
-        let des = check_usable(&key(Some(state::ACTIVE), Some(12), Some(0x02))).unwrap_err();
-        assert_eq!(des.kind(), ErrorKind::Config);
-    }
-
-    #[tokio::test]
-    async fn building_reads_the_files_and_names_the_field_at_fault() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = || KmipConfig {
-            endpoint: "127.0.0.1:5696".into(),
-            ca_file: None,
-            client_cert_file: Some(dir.path().join("missing.pem")),
-            client_key_file: Some(dir.path().join("missing.key")),
-            tls_server_name: None,
-            key_name: Some("kek".into()),
-            key_uid: None,
-            username_file: None,
-            password_file: None,
-            kmip_version: "1.4".into(),
-            timeout_ms: 1000,
-        };
-        let e = KmipBackend::connect(&base()).await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(e.message().starts_with("client_cert_file"), "{e}");
-        let mut c = base();
-        c.client_cert_file = None;
-        c.client_key_file = None;
-        c.username_file = Some(dir.path().join("user"));
-        std::fs::write(dir.path().join("user"), "svc\n").unwrap();
-        c.ca_file = Some(dir.path().join("ca.pem"));
-        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
-        let e = KmipBackend::connect(&c).await.unwrap_err();
-        assert!(e.message().starts_with("ca_file"), "{e}");
-        c.ca_file = None;
-        std::fs::write(dir.path().join("user"), "\n").unwrap();
-        let e = KmipBackend::connect(&c).await.unwrap_err();
-        assert!(
-            e.message().starts_with("username_file") && e.message().contains("empty"),
-            "{e}"
-        );
-        std::fs::write(dir.path().join("user"), "svc\n").unwrap();
-        let b = KmipBackend::connect(&c).await.unwrap();
-        assert!(
-            b.describe().contains("KMIP not negotiated yet"),
-            "{}",
-            b.describe()
-        );
-        assert_eq!(b.max_plaintext_len(), 1024);
-    }
-}
+mod tests;

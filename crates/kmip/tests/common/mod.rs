@@ -69,6 +69,7 @@ impl Env {
         KmipConfig {
             endpoint: self.endpoint.clone(),
             ca_file: Some(self.ca.clone()),
+            also_trust_system_roots: false,
             client_cert_file: Some(self.cert.clone()),
             client_key_file: Some(self.key.clone()),
             tls_server_name: None,
