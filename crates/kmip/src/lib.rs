@@ -186,9 +186,20 @@ impl KmipBackend {
             .await?;
         let answer = protocol::parse_encrypt(payload.as_ref())
             .ok_or_else(|| BackendError::internal("KMIP Encrypt answer has no Data"))?;
+        // KMIP lets a server return an IV of its own choosing. polykms always sends a fresh
+        // random one; a server that used another (a fixed or counter IV of its own) may repeat
+        // GCM nonces under one key, which reveals the authentication key and the XOR of
+        // plaintexts. Such a wrap is refused, not retried: the server would do it again.
+        if answer.iv.as_ref().is_some_and(|theirs| *theirs != iv) {
+            return Err(BackendError::integrity(format!(
+                "KMIP Encrypt under key {uid}: the server answered with an IV other than the one \
+                 polykms sent; refusing the wrap (a server that picks its own GCM IVs may repeat \
+                 nonces under one key)"
+            ))
+            .into());
+        }
         let wrap = GcmWrap {
-            // The server may choose the IV itself; it then returns it.
-            iv: answer.iv.unwrap_or(iv),
+            iv,
             tag: answer.tag.ok_or_else(|| {
                 BackendError::internal(
                     "KMIP Encrypt answer has no Authenticated Encryption Tag (does the server \

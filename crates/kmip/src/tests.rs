@@ -3,6 +3,8 @@
 
 mod fake;
 
+use std::sync::Mutex;
+
 use fake::Answer;
 
 use super::*;
@@ -155,6 +157,46 @@ async fn a_server_certificate_from_a_ca_outside_ca_file_is_refused_though_the_sy
             .as_str(),
         "1"
     );
+}
+
+#[tokio::test]
+async fn an_encrypt_answer_with_another_iv_than_ours_is_an_integrity_error() {
+    let address = fake::start("server", key_server(|_| Some(vec![0u8; 12]))).await;
+    let b = fake_backend(&address, false);
+    let seed = SecretBytes::copy_from(&[3u8; 32]);
+    let e = b.wrap(&seed, b"aad").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(!e.is_retryable());
+    assert!(e.message().contains("IV"), "{e}");
+    // The probe's canary is refused alike.
+    assert_eq!(b.probe().await.unwrap_err().kind(), ErrorKind::Integrity);
+}
+
+#[tokio::test]
+async fn an_encrypt_answer_with_our_iv_or_none_wraps_under_the_iv_polykms_sent() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    for echo in [true, false] {
+        let seen = Arc::clone(&sent);
+        let address = fake::start(
+            "server",
+            key_server(move |ours| {
+                seen.lock().unwrap().push(ours.to_vec());
+                echo.then(|| ours.to_vec())
+            }),
+        )
+        .await;
+        let b = fake_backend(&address, false);
+        let seed = SecretBytes::copy_from(&[4u8; 32]);
+        let wrapped = b.wrap(&seed, b"aad").await.unwrap();
+        let wrap = GcmWrap::decode(&wrapped.ciphertext).unwrap();
+        let last = sent.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(wrap.iv, last, "echo {echo}");
+        assert_eq!(wrap.iv.len(), IV_LEN);
+        assert_eq!(b.unwrap(&wrapped, b"aad").await.unwrap(), seed);
+    }
+    // A fresh IV per wrap.
+    let ivs = sent.lock().unwrap();
+    assert_ne!(ivs[0], ivs[1]);
 }
 
 /// Locate lists `uids`; "1" is Active, "2" has no State, "3" answers Permission Denied, "4"
