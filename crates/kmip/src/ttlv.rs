@@ -70,7 +70,8 @@ impl Drop for Value {
 }
 
 impl fmt::Debug for Value {
-    // Byte strings can be key material or plaintext: shown by length only.
+    // Byte strings can be key material or plaintext, text strings the Credential's password:
+    // both are shown by length only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Structure(items) => f.debug_list().entries(items).finish(),
@@ -79,7 +80,7 @@ impl fmt::Debug for Value {
             Value::BigInteger(v) => write!(f, "BigInteger([{} bytes])", v.len()),
             Value::Enumeration(v) => write!(f, "Enumeration({v:#X})"),
             Value::Boolean(v) => write!(f, "Boolean({v})"),
-            Value::TextString(v) => write!(f, "TextString({v:?})"),
+            Value::TextString(v) => write!(f, "TextString([{} bytes])", v.len()),
             Value::ByteString(v) => write!(f, "ByteString([{} bytes])", v.len()),
             Value::DateTime(v) => write!(f, "DateTime({v})"),
             Value::Interval(v) => write!(f, "Interval({v})"),

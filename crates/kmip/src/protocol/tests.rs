@@ -191,3 +191,20 @@ fn credential_goes_in_the_request_header() {
     // Authentication sits between Protocol Version and Batch Count (§7.2).
     assert_eq!(header.items()[1].tag, tag::AUTHENTICATION);
 }
+
+#[test]
+fn debug_of_a_request_does_not_show_the_password() {
+    let r = request(
+        GCM_WITH_AAD,
+        Some(UsernamePassword {
+            username: "svc-polykms",
+            password: Some("s3cret-pw"),
+        }),
+        Operation::Locate,
+        locate_active_keys("kube-kek"),
+    );
+    let shown = format!("{r:?}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    // Shown by length, like byte strings.
+    assert!(shown.contains("TextString([9 bytes])"), "{shown}");
+}

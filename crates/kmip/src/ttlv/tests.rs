@@ -150,11 +150,17 @@ fn bounds_structure_nesting() {
 }
 
 #[test]
-fn debug_shows_byte_strings_by_length_only() {
+fn debug_shows_byte_and_text_strings_by_length_only() {
     let item = Ttlv::bytes(T, b"secret seed bytes".to_vec());
     let shown = format!("{item:?}");
     assert!(
         !shown.contains("secret") && shown.contains("17 bytes"),
+        "{shown}"
+    );
+    let password = Ttlv::structure(T, vec![Ttlv::text(T, "hunter2")]);
+    let shown = format!("{password:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("TextString([7 bytes])"),
         "{shown}"
     );
 }
