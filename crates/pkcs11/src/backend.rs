@@ -114,6 +114,13 @@ impl Pkcs11Backend {
         .map_err(|e| BackendError::internal(format!("a module call panicked: {e}")))?
     }
 
+    /// How many times this backend's module was finalized and initialized again to enumerate
+    /// tokens since it was loaded (process-wide: every backend naming the module shares it).
+    /// While a token stays missing this grows with the logarithm of the time, not per probe.
+    pub fn module_reinitializations(&self) -> u64 {
+        self.hsm.module.reinitializations()
+    }
+
     #[cfg(test)]
     pub(crate) fn hsm(&self) -> &Hsm {
         &self.hsm

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::session::{Session, SessionState};
@@ -16,7 +16,7 @@ use crate::config::{TokenSelector, WrapMechanism};
 use crate::error::{self, Operation};
 use crate::keys::{self, KeyObject, KeySet};
 use crate::mechanism;
-use crate::module::Module;
+use crate::module::{Module, Reinit};
 use crate::pin::PinGate;
 
 /// A failure inside a module call: a raw PKCS#11 error (still to be classified, and telling
@@ -85,6 +85,9 @@ pub(crate) struct Hsm {
     keys: Mutex<Option<Arc<KeySet>>>,
     /// Set when the token looked gone; the next probe re-enumerates tokens.
     gone: AtomicBool,
+    /// Set when a fresh slot listing lacked the token; finding it again resets the module's
+    /// re-initialization backoff.
+    missing: AtomicBool,
     /// Key versions already warned about (extractable or not sensitive).
     warned: Mutex<HashSet<KeyVersion>>,
 }
@@ -107,6 +110,7 @@ impl Hsm {
             found: Mutex::new(None),
             keys: Mutex::new(None),
             gone: AtomicBool::new(false),
+            missing: AtomicBool::new(false),
             warned: Mutex::new(HashSet::new()),
         }
     }
@@ -162,8 +166,9 @@ impl Hsm {
     /// Re-enumerates the module's tokens if the token looked gone since the last probe and
     /// the slots, listed again, still do not show it. An error that only looked like a lost
     /// token (a passing device error) must not finalize a module that every backend and
-    /// reload naming it shares.
-    pub(crate) fn recover(&self, patience: Duration) {
+    /// reload naming it shares, nor finalize it at every probe while the token stays missing
+    /// (the module's backoff spaces those out; `now` is its clock).
+    pub(crate) fn recover(&self, patience: Duration, now: Instant) {
         if !self.gone.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -175,11 +180,20 @@ impl Hsm {
             }
             guard.generation
         };
+        self.missing.store(true, Ordering::Release);
         // The look above marked the token gone again; after a re-initialization the next
-        // call finds out afresh, as before.
-        let reinitialized = self.module.reinitialize(seen, patience);
-        // Not reinitialized: a call was inside the module; try again at the next probe.
-        self.gone.store(!reinitialized, Ordering::Release);
+        // call finds out afresh, as before. Otherwise the next probe asks again.
+        match self.module.reinitialize(seen, patience, now) {
+            Reinit::Done | Reinit::Newer => self.gone.store(false, Ordering::Release),
+            Reinit::Busy => self.gone.store(true, Ordering::Release),
+            Reinit::Deferred(next) => {
+                tracing::debug!(
+                    wait = ?next.saturating_duration_since(now),
+                    "pkcs11: token still missing; the module enumerates tokens again later"
+                );
+                self.gone.store(true, Ordering::Release);
+            }
+        }
     }
 
     fn note_token_errors(&self, e: &Error) {
@@ -275,6 +289,9 @@ impl Hsm {
             )));
         };
         *lock(&self.found) = Some(token.clone());
+        if self.missing.swap(false, Ordering::AcqRel) {
+            self.module.reset_backoff();
+        }
         Ok(token)
     }
 
@@ -398,7 +415,7 @@ impl Hsm {
         match attempt() {
             Err(e) if self.gone.load(Ordering::Acquire) && self.pin.refusal().is_none() => {
                 tracing::debug!(error = %e, "pkcs11: token not found at start; enumerating again");
-                self.recover(START_PATIENCE);
+                self.recover(START_PATIENCE, Instant::now());
                 attempt()
             }
             other => other,
@@ -408,7 +425,12 @@ impl Hsm {
     /// Health: token present and logged in, key objects found and usable, a canary round
     /// trip under the current key. Returns the current key version.
     pub(crate) fn probe(&self) -> Result<KeyVersion, BackendError> {
-        self.recover(PROBE_PATIENCE);
+        self.probe_at(Instant::now())
+    }
+
+    /// [`Hsm::probe`] on the backoff clock `now`.
+    pub(crate) fn probe_at(&self, now: Instant) -> Result<KeyVersion, BackendError> {
+        self.recover(PROBE_PATIENCE, now);
         if let Some(refused) = self.pin.refusal() {
             return Err(refused);
         }

@@ -10,6 +10,7 @@
 //! `max_sessions` at once, each with its own logged-in session.
 
 mod backend;
+mod backoff;
 mod binding;
 mod config;
 mod error;

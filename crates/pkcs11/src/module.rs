@@ -11,6 +11,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use polykms_backend::BackendError;
 
+use crate::backoff::ReinitBackoff;
 use crate::error::{self, Operation};
 
 /// One PKCS#11 library, initialized.
@@ -24,6 +25,21 @@ pub(crate) struct Module {
     calls: RwLock<()>,
     /// Counts re-initializations: session and object handles of an older generation are void.
     generation: AtomicU64,
+    /// Spaces out re-initializations while a token stays missing.
+    backoff: Mutex<ReinitBackoff>,
+}
+
+/// What became of a request to re-initialize the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reinit {
+    /// Finalized and initialized again (or tried to: the old generation is void either way).
+    Done,
+    /// Another caller already did, since the generation seen.
+    Newer,
+    /// A call stayed inside the module longer than the patience given.
+    Busy,
+    /// Too soon after the last one; allowed from the instant given.
+    Deferred(Instant),
 }
 
 static MODULES: LazyLock<Mutex<HashMap<PathBuf, Arc<Module>>>> =
@@ -82,6 +98,7 @@ impl Module {
             info,
             calls: RwLock::new(()),
             generation: AtomicU64::new(0),
+            backoff: Mutex::new(ReinitBackoff::new()),
         });
         modules.insert(key, module.clone());
         Ok(module)
@@ -96,13 +113,24 @@ impl Module {
         }
     }
 
+    /// How many times the module was finalized and initialized again since it was loaded.
+    pub(crate) fn reinitializations(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Finalizes and initializes the module again, so that it enumerates its tokens afresh
     /// (SoftHSM2 and some vendors' libraries list tokens only in C_Initialize). Done only when
     /// the configured token cannot be found, never while a call is inside the module (it is
-    /// skipped after `patience`, to be tried at the next probe), and only once per generation
-    /// `seen`.
-    /// Returns whether the module is now in a newer generation than `seen`.
-    pub(crate) fn reinitialize(&self, seen: u64, patience: Duration) -> bool {
+    /// skipped after `patience`, to be tried at the next probe), only once per generation
+    /// `seen`, and, while tokens stay missing, at the backoff's pace (`now` is its clock):
+    /// every backend naming the module loses its sessions each time.
+    pub(crate) fn reinitialize(&self, seen: u64, patience: Duration, now: Instant) -> Reinit {
+        if self.generation.load(Ordering::Acquire) != seen {
+            return Reinit::Newer;
+        }
+        if let Err(next) = self.backoff().due(now) {
+            return Reinit::Deferred(next);
+        }
         let until = Instant::now() + patience;
         let _exclusive = loop {
             match self.calls.try_write() {
@@ -111,12 +139,14 @@ impl Module {
                 Err(TryLockError::WouldBlock) if Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(5))
                 }
-                Err(TryLockError::WouldBlock) => return false,
+                Err(TryLockError::WouldBlock) => return Reinit::Busy,
             }
         };
+        // A racing caller that saw the same generation re-initialized meanwhile: one is enough.
         if self.generation.load(Ordering::Acquire) != seen {
-            return true;
+            return Reinit::Newer;
         }
+        self.backoff().record(now);
         tracing::warn!(module = %self.path.display(),
             "pkcs11: token not found; finalizing and initializing the module to enumerate tokens again");
         if let Err(e) = self.pkcs11.clone().finalize() {
@@ -128,7 +158,16 @@ impl Module {
         if let Err(e) = result {
             tracing::warn!(error = %e, "pkcs11: C_Initialize failed");
         }
-        true
+        Reinit::Done
+    }
+
+    /// A token that was missing is back: the next one to go missing is looked for at once.
+    pub(crate) fn reset_backoff(&self) {
+        self.backoff().reset();
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, ReinitBackoff> {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
