@@ -14,6 +14,7 @@ use polykms_backend::{BackendError, KeyVersion, SecretBytes, WrappedKey};
 
 use crate::config::{TokenSelector, WrapMechanism};
 use crate::error::{self, Operation};
+use crate::idle::IdleSessions;
 use crate::keys::{self, KeyObject, KeySet};
 use crate::mechanism;
 use crate::module::{Module, Reinit};
@@ -59,20 +60,6 @@ const START_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a probe waits; it tries again at the next probe.
 const PROBE_PATIENCE: Duration = Duration::from_millis(200);
 
-struct IdleSession {
-    session: Session,
-    generation: u64,
-}
-
-impl IdleSession {
-    /// Drops the session without C_CloseSession. Only for a session of an older generation:
-    /// its handle died with that generation and may now name another backend's session, which
-    /// closing it would close.
-    fn forget(self) {
-        std::mem::forget(self.session);
-    }
-}
-
 /// Sessions, token and key objects of one configured backend.
 pub(crate) struct Hsm {
     pub(crate) module: Arc<Module>,
@@ -80,7 +67,7 @@ pub(crate) struct Hsm {
     pub(crate) pin: PinGate,
     pub(crate) key_label: String,
     pub(crate) mechanism: WrapMechanism,
-    idle: Mutex<Vec<IdleSession>>,
+    pub(crate) idle: IdleSessions,
     found: Mutex<Option<FoundToken>>,
     keys: Mutex<Option<Arc<KeySet>>>,
     /// Set when the token looked gone; the next probe re-enumerates tokens.
@@ -106,7 +93,7 @@ impl Hsm {
             pin,
             key_label,
             mechanism,
-            idle: Mutex::new(Vec::new()),
+            idle: IdleSessions::default(),
             found: Mutex::new(None),
             keys: Mutex::new(None),
             gone: AtomicBool::new(false),
@@ -133,17 +120,17 @@ impl Hsm {
         let guard = self.module.enter();
         let generation = guard.generation;
         for attempt in 0..2 {
-            let (session, reused) = match self.take_idle(generation) {
+            let (session, reused) = match self.idle.take(generation) {
                 Some(s) => (s, true),
                 None => (self.open(generation)?, false),
             };
             match f(&session, generation) {
                 Ok(v) => {
-                    self.give_back(session, generation);
+                    self.idle.give_back(session, generation);
                     return Ok(v);
                 }
                 Err(Failure::Backend(e)) => {
-                    self.give_back(session, generation);
+                    self.idle.give_back(session, generation);
                     return Err(e);
                 }
                 Err(Failure::Module(op, e)) => {
@@ -154,7 +141,7 @@ impl Hsm {
                             continue;
                         }
                     } else {
-                        self.give_back(session, generation);
+                        self.idle.give_back(session, generation);
                     }
                     return Err(error::classify(op, &e));
                 }
@@ -201,24 +188,6 @@ impl Hsm {
             self.gone.store(true, Ordering::Release);
             lock(&self.found).take();
         }
-    }
-
-    fn take_idle(&self, generation: u64) -> Option<Session> {
-        let mut idle = lock(&self.idle);
-        while let Some(s) = idle.pop() {
-            if s.generation == generation {
-                return Some(s.session);
-            }
-            s.forget();
-        }
-        None
-    }
-
-    fn give_back(&self, session: Session, generation: u64) {
-        lock(&self.idle).push(IdleSession {
-            session,
-            generation,
-        });
     }
 
     fn open(&self, generation: u64) -> Result<Session, BackendError> {
@@ -459,30 +428,6 @@ impl Hsm {
         Ok(())
     }
 
-    /// Sessions kept open between calls.
-    #[cfg(test)]
-    pub(crate) fn idle_sessions(&self) -> usize {
-        lock(&self.idle).len()
-    }
-
-    /// The module's handles of the idle sessions.
-    #[cfg(test)]
-    pub(crate) fn idle_handles(&self) -> Vec<std::os::raw::c_ulong> {
-        lock(&self.idle)
-            .iter()
-            .map(|s| s.session.handle())
-            .collect()
-    }
-
-    /// Whether every idle session is still a live session of the module.
-    #[cfg(test)]
-    pub(crate) fn idle_sessions_answer(&self) -> bool {
-        let _guard = self.module.enter();
-        lock(&self.idle)
-            .iter()
-            .all(|s| s.session.get_session_info().is_ok())
-    }
-
     fn warn_about(&self, set: &KeySet) {
         let mut warned = lock(&self.warned);
         for k in &set.keys {
@@ -498,20 +443,13 @@ impl Hsm {
 impl Drop for Hsm {
     /// On reload the old backend's idle sessions go: those of the current generation are
     /// closed inside the module (a re-initialization must not run under C_CloseSession), the
-    /// rest are forgotten (see [`IdleSession::forget`]).
+    /// rest are forgotten (their handles may name another backend's sessions now).
     fn drop(&mut self) {
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
-        if idle.is_empty() {
+        if self.idle.is_empty() {
             return;
         }
         let guard = self.module.enter();
-        for s in idle {
-            if s.generation == guard.generation {
-                drop(s.session);
-            } else {
-                s.forget();
-            }
-        }
+        self.idle.close(guard.generation);
     }
 }
 

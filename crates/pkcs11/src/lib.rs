@@ -15,6 +15,7 @@ mod binding;
 mod config;
 mod error;
 mod hsm;
+mod idle;
 mod keys;
 mod mechanism;
 mod module;
