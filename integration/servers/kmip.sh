@@ -8,11 +8,14 @@
 #   resume  start it again on the same database (keys survive)
 #   stop    stop it and remove everything start made (idempotent)
 #   env     print the env file
-#   instance PORT DIR   run another server in the foreground (a test's own, for restarts)
+#   instance PORT DIR [CERT]  run another server in the foreground (a test's own, for restarts);
+#           CERT is the server certificate's name (server, or server-rsa)
 #
 # Certificates (integration/.run/kmip/):
 #   ca.pem                     the CA the server and polykms trust
 #   server.pem/.key            127.0.0.1 and localhost
+#   server-rsa.pem/.key        the same names, an RSA key: PyKMIP then offers no suite that
+#                              polykms accepts (RSA key exchange or CBC only)
 #   client.pem/.key            CN=polykms: the identity that owns the test keys
 #   other.pem/.key             CN=other-tenant, same CA: authenticated, owns nothing
 #   rogue.pem/.key             CN=polykms from another CA: refused in the TLS handshake
@@ -52,9 +55,11 @@ make_ca() { # name subject
     2>/dev/null
 }
 
-make_leaf() { # name ca cn extendedKeyUsage [subjectAltName]
+make_leaf() { # name ca cn extendedKeyUsage [subjectAltName] [rsa]
   local name="$1" ca="$2" cn="$3" eku="$4" san="${5:-}"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" \
+  local newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+  [[ "${6:-}" == rsa ]] && newkey=(-newkey rsa:2048)
+  openssl req -new "${newkey[@]}" -nodes -subj "/CN=$cn" \
     -keyout "$state/$name.key" -out "$state/$name.csr" 2>/dev/null
   {
     echo "basicConstraints=critical,CA:false"
@@ -67,13 +72,14 @@ make_leaf() { # name ca cn extendedKeyUsage [subjectAltName]
   rm -f "$state/$name.csr" "$state/$name.ext"
 }
 
-write_conf() { # file port database
+write_conf() { # file port database [server certificate name]
+  local cert="${4:-server}"
   cat >"$1" <<CONF
 [server]
 hostname=127.0.0.1
 port=$2
-certificate_path=$state/server.pem
-key_path=$state/server.key
+certificate_path=$state/$cert.pem
+key_path=$state/$cert.key
 ca_path=$state/ca.pem
 auth_suite=TLS1.2
 policy_path=$state/policies
@@ -120,6 +126,7 @@ start() {
   make_ca ca "polykms test KMIP CA"
   make_ca rogue-ca "rogue CA"
   make_leaf server ca "127.0.0.1" serverAuth "IP:127.0.0.1,DNS:localhost"
+  make_leaf server-rsa ca "127.0.0.1" serverAuth "IP:127.0.0.1,DNS:localhost" rsa
   make_leaf client ca "polykms" clientAuth
   make_leaf other ca "other-tenant" clientAuth
   make_leaf rogue rogue-ca "polykms" clientAuth
@@ -161,8 +168,8 @@ case "${1:-}" in
     # database (in DIR). Keys in DIR survive a restart of the instance.
     [[ -f "$state/ca.pem" ]] || { echo "kmip.sh: run start first" >&2; exit 1; }
     mkdir -p "$3"
-    write_conf "$3/server.conf" "$2" "$3/pykmip.db"
+    write_conf "$3/server.conf" "$2" "$3/pykmip.db" "${4:-server}"
     PYTHONWARNINGS=ignore exec "$(venv_python)/bin/pykmip-server" -f "$3/server.conf"
     ;;
-  *) echo "usage: $0 start|stop|halt|resume|env|instance PORT DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|halt|resume|env|instance PORT DIR [CERT]" >&2; exit 2 ;;
 esac

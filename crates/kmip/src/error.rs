@@ -171,6 +171,12 @@ impl KmipFailure {
     }
 }
 
+/// What polykms' TLS client offers (rustls' safe defaults on aws-lc-rs), checked by a test
+/// against the provider.
+pub const OFFERED: &str = "polykms offers TLS 1.3 and TLS 1.2 with ECDHE key exchange and \
+     AES-GCM or ChaCha20-Poly1305 only (TLS 1.2: ECDHE-ECDSA or ECDHE-RSA with AES128-GCM, \
+     AES256-GCM or CHACHA20-POLY1305; no RSA key exchange, no CBC)";
+
 /// Sorts a connection failure: TLS refusals are authentication problems (not retried); the
 /// rest is the network (retried).
 pub fn io_error(context: &str, endpoint: &str, e: &std::io::Error) -> BackendError {
@@ -197,6 +203,16 @@ fn tls_error(context: &str, endpoint: &str, e: &rustls::Error) -> BackendError {
             "{context} {endpoint}: the KMIP server refused our client certificate (TLS alert \
              {alert:?}): check that client_cert_file is issued by a CA the server trusts and is \
              registered for this client"
+        )),
+        // Servers answer so when no protocol version or cipher suite is shared (and some, in TLS
+        // 1.2, for a missing client certificate). Retrying cannot help; the server must offer
+        // one of ours, so the message says what polykms offers.
+        rustls::Error::AlertReceived(A::HandshakeFailure) => BackendError::config(format!(
+            "{context} {endpoint}: the KMIP server refused the TLS handshake (alert \
+             HandshakeFailure): {OFFERED}; a server that offers only RSA key exchange or CBC \
+             suites (PyKMIP with an RSA server certificate) needs a fix on the server side: allow \
+             an ECDHE suite with AES-GCM or ChaCha20 (for PyKMIP: an ECDSA server certificate); \
+             some servers also answer so for a missing client certificate (client_cert_file)"
         )),
         rustls::Error::InvalidCertificate(why) => BackendError::unauthorized(format!(
             "{context} {endpoint}: the KMIP server's certificate is not trusted ({why:?}): check \
@@ -304,6 +320,25 @@ mod tests {
         );
     }
 
+    /// The handshake-failure message must stay true of the client we build.
+    #[test]
+    fn the_offer_named_in_handshake_failures_is_what_the_client_offers() {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        for suite in &provider.cipher_suites {
+            let name = format!("{:?}", suite.suite());
+            let aead = name.ends_with("_GCM_SHA256")
+                || name.ends_with("_GCM_SHA384")
+                || name.ends_with("_CHACHA20_POLY1305_SHA256");
+            let kx = name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_");
+            assert!(aead && kx, "{name} is not named in OFFERED");
+        }
+        let versions: Vec<_> = rustls::DEFAULT_VERSIONS
+            .iter()
+            .map(|v| format!("{:?}", v.version))
+            .collect();
+        assert_eq!(versions, ["TLSv1_3", "TLSv1_2"]);
+    }
+
     #[test]
     fn tls_refusals_are_unauthorized_and_other_io_errors_unavailable() {
         let refused = std::io::Error::new(
@@ -313,6 +348,23 @@ mod tests {
         let e = io_error("connecting to", "kmip:5696", &refused);
         assert_eq!(e.kind(), ErrorKind::Unauthorized);
         assert!(e.message().contains("client_cert_file"), "{e}");
+        let no_common_suite = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+        );
+        let e = io_error("TLS handshake with", "kmip:5696", &no_common_suite);
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(!e.is_retryable());
+        for offered in [
+            "TLS 1.3",
+            "TLS 1.2",
+            "ECDHE",
+            "AES-GCM",
+            "ChaCha20",
+            "server side",
+        ] {
+            assert!(e.message().contains(offered), "{offered}: {e}");
+        }
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         let e = io_error("reading from", "kmip:5696", &reset);
         assert_eq!(e.kind(), ErrorKind::Unavailable);

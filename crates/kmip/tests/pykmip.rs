@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use polykms_backend::{ErrorKind, KeyEncryptionBackend, SecretBytes, WrappedKey};
 
-use common::{env, unique};
+use common::{Instance, env, free_port, unique};
 
 const AAD: &[u8] = b"polykms:v1:test-cluster";
 
@@ -261,23 +261,6 @@ async fn a_client_certificate_from_an_unknown_ca_is_a_clean_unauthorized_error()
 }
 
 #[tokio::test]
-async fn a_server_certificate_outside_ca_file_is_refused() {
-    let Some(e) = env("a_server_certificate_outside_ca_file_is_refused") else {
-        return;
-    };
-    let mut c = e.config("polykms");
-    c.ca_file = Some(e.rogue_cert.with_file_name("rogue-ca.pem"));
-    let err = e.backend(&c).await.probe().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    assert!(err.message().contains("ca_file"), "{err}");
-    // The certificate names 127.0.0.1 and localhost, nothing else.
-    let mut c = e.config("polykms");
-    c.tls_server_name = Some("kmip.example".into());
-    let err = e.backend(&c).await.probe().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-}
-
-#[tokio::test]
 async fn a_server_limited_to_kmip_1_3_is_reported_precisely() {
     let Some(e) = env("a_server_limited_to_kmip_1_3_is_reported_precisely") else {
         return;
@@ -357,47 +340,6 @@ async fn thirty_two_concurrent_clients_share_the_pool() {
     eprintln!("192 round trips in {:?}", started.elapsed());
 }
 
-/// A PyKMIP server of this test's own (same certificates, its own port and database).
-struct Instance {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Instance {
-    fn start(e: &common::Env, port: u16, dir: &std::path::Path) -> Instance {
-        use std::os::unix::process::CommandExt;
-        // Its own process group: PyKMIP forks two multiprocessing children, stopped with it.
-        let child = std::process::Command::new("bash")
-            .arg(&e.script)
-            .args(["instance", &port.to_string()])
-            .arg(dir)
-            .process_group(0)
-            .stdout(std::fs::File::create(dir.join("out.log")).unwrap())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let endpoint = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&endpoint).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "instance on {endpoint} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Instance { child, endpoint }
-    }
-
-    /// Kills the server's process group (what a crash looks like; SQLite keeps the keys).
-    fn stop(mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_server_stopped_and_restarted_is_unhealthy_then_healthy_without_a_restart() {
     let Some(e) = env("a_server_stopped_and_restarted_is_unhealthy_then_healthy_without_a_restart")
@@ -405,12 +347,8 @@ async fn a_server_stopped_and_restarted_is_unhealthy_then_healthy_without_a_rest
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Instance::start(&e, port, dir.path());
+    let port = free_port();
+    let server = Instance::start(&e, port, dir.path(), "server");
     let uid = e.admin_at(Some(&server.endpoint), &["create", "restart"]);
     let mut c = e.config("restart");
     c.endpoint = server.endpoint.clone();
@@ -429,7 +367,7 @@ async fn a_server_stopped_and_restarted_is_unhealthy_then_healthy_without_a_rest
     assert!(b.unwrap(&before, AAD).await.unwrap_err().is_retryable());
 
     // The same database: the key survives; the backend reconnects by itself.
-    let server = Instance::start(&e, port, dir.path());
+    let server = Instance::start(&e, port, dir.path(), "server");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match b.probe().await {

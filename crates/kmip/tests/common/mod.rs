@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use polykms_kmip::{KmipBackend, KmipConfig};
 use rand::RngCore;
@@ -109,5 +110,57 @@ impl Env {
     /// Creates and activates an AES-256 key named `name`; returns its Unique Identifier.
     pub fn create_key(&self, name: &str) -> String {
         self.admin(&["create", name])
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A PyKMIP server of this test's own (same certificates, its own port and database).
+pub struct Instance {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Instance {
+    /// Starts it presenting `integration/.run/kmip/{cert}.pem` (`server`, `server-rsa`).
+    pub fn start(e: &Env, port: u16, dir: &std::path::Path, cert: &str) -> Instance {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: PyKMIP forks two multiprocessing children, stopped with it.
+        let child = std::process::Command::new("bash")
+            .arg(&e.script)
+            .args(["instance", &port.to_string()])
+            .arg(dir)
+            .arg(cert)
+            .process_group(0)
+            .stdout(std::fs::File::create(dir.join("out.log")).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let endpoint = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&endpoint).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "instance on {endpoint} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Instance { child, endpoint }
+    }
+
+    /// Kills the server's process group (what a crash looks like; SQLite keeps the keys).
+    pub fn stop(mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.child.wait();
     }
 }
