@@ -4,7 +4,9 @@
 //! decrypts anything and never writes.
 //!
 //! Exit codes (given by the binary from [`AuditError`]): 0 all values are KMS v2 (and meet
-//! `--expect-*`), 1 findings, 64 bad flags, 69 etcd unreachable or refusing the reads.
+//! `--expect-*`; with `--allow-kms-v1`, KMS v1 values that meet them too), 1 findings or a
+//! prefix that holds no key (a scan that read nothing proves nothing), 64 bad flags, 69 etcd
+//! unreachable or refusing the reads.
 //! `polykms reencrypt --verify-etcd-endpoints` runs the same scan.
 
 mod classify;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 
+pub use classify::{DekSource, EnvelopeFormat, ValueClass, classify};
 pub use report::{Expectations, Finding, Tally};
 
 /// Why an audit did not pass, sorted by the exit code the binary gives it.
@@ -116,15 +119,22 @@ pub fn run(options: Options) -> Result<(), AuditError> {
                 "passed": tally.passed(),
                 "expect_provider": options.expect.provider,
                 "expect_key_id": options.expect.key_id,
+                "allow_kms_v1": options.expect.allow_kms_v1,
                 "report": tally,
             })
         ),
     }
     if tally.passed() {
         Ok(())
+    } else if tally.total == 0 {
+        Err(AuditError::Findings(format!(
+            "audit failed: no key under {}: nothing was checked (a wrong --prefix, or the \
+             objects expected there are gone)",
+            options.prefix
+        )))
     } else {
         Err(AuditError::Findings(format!(
-            "audit failed: {} of {} value(s) under {} are not KMS v2 as expected",
+            "audit failed: {} of {} value(s) under {} are not encrypted as expected",
             tally.findings_total, tally.total, options.prefix
         )))
     }

@@ -48,8 +48,9 @@ pub enum Command {
         out: PathBuf,
     },
     /// Prove encryption at rest: scan etcd (read-only, paged) and count values by storage
-    /// class, KMS v2 provider and key_id. Exits 0 when every value is KMS v2 (and meets
-    /// --expect-*), 1 on findings, 64 on bad flags, 69 when etcd cannot be read.
+    /// class, KMS provider and key_id. Exits 0 when every value is KMS v2 (and meets
+    /// --expect-*), 1 on findings or when --prefix holds no key, 64 on bad flags, 69 when etcd
+    /// cannot be read.
     Audit {
         /// etcd client URLs, comma-separated or repeated.
         #[arg(long, value_delimiter = ',')]
@@ -72,6 +73,10 @@ pub enum Command {
         /// Fail values under another key_id (the plugin's current Status key_id).
         #[arg(long)]
         expect_key_id: Option<String>,
+        /// Accept KMS v1 values that meet --expect-* (their key_id read from the polykms
+        /// envelope of their DEK); without it every KMS v1 value is a finding.
+        #[arg(long)]
+        allow_kms_v1: bool,
         /// Report format: table or json.
         #[arg(long, default_value = "table")]
         output: String,
@@ -108,6 +113,7 @@ pub fn run(cli: Cli) -> ExitCode {
             prefix,
             expect_provider,
             expect_key_id,
+            allow_kms_v1,
             output,
         } => polykms_ops::audit::run(polykms_ops::audit::Options {
             etcd: polykms_ops::audit::EtcdConnection {
@@ -120,6 +126,7 @@ pub fn run(cli: Cli) -> ExitCode {
             expect: polykms_ops::audit::Expectations {
                 provider: expect_provider,
                 key_id: expect_key_id,
+                allow_kms_v1,
             },
             output,
         })

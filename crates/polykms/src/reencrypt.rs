@@ -59,6 +59,15 @@ pub struct Args {
     /// exits 64 when the API server does not offer it.
     #[arg(long)]
     use_storage_version_migration: bool,
+    /// How long each StorageVersionMigration may take to finish (e.g. 30m); exits 69 after it
+    /// (a served API with no migration controller never finishes).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h",
+          requires = "use_storage_version_migration")]
+    timeout: std::time::Duration,
+    /// Start over when --state-file belongs to another run (another cluster, key_id, namespace
+    /// or resources) instead of refusing it.
+    #[arg(long, requires = "state_file")]
+    discard_state: bool,
     #[command(flatten)]
     verify: VerifyArgs,
 }
@@ -82,9 +91,14 @@ struct VerifyArgs {
     /// The apiserver's --etcd-prefix: resources live under <prefix>/<resource>/.
     #[arg(long, default_value = "/registry", requires = "verify_etcd_endpoints")]
     etcd_prefix: String,
-    /// The key_id every value must be under (the plugin's current Status key_id).
+    /// The key_id every value must be under (the plugin's current Status key_id). Recorded in
+    /// --state-file: a file of another rotation is refused.
     #[arg(long, requires = "verify_etcd_endpoints")]
     expect_key_id: Option<String>,
+    /// Accept KMS v1 values whose polykms envelope is under --expect-key-id (clusters whose
+    /// EncryptionConfiguration still uses a KMS v1 provider).
+    #[arg(long, requires = "verify_etcd_endpoints")]
+    allow_kms_v1: bool,
 }
 
 /// Runs the command; `Err` carries the exit code.
@@ -102,6 +116,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
         dry_run: args.dry_run,
         force_rewrite: args.force_rewrite,
         use_storage_version_migration: args.use_storage_version_migration,
+        timeout: args.timeout,
+        expect_key_id: args.verify.expect_key_id.clone(),
+        discard_state: args.discard_state,
         output: match args.output {
             Output::Text => OutputFormat::Text,
             Output::Json => OutputFormat::Json,
@@ -147,18 +164,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     if !summary.passed() {
         return Err(Failure::Other(anyhow::anyhow!(
-            "reencrypt: {} object(s) failed",
-            summary.total.failed
+            "reencrypt: {} object(s) not rewritten{}",
+            summary.failures.len().max(summary.total.failed as usize),
+            match &summary.state_file {
+                Some(p) => format!(" (kept in {p}: run again to retry them first)"),
+                None => String::new(),
+            }
         )));
     }
-    if let Some(v) = verified
-        && !v.passed()
-    {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "reencrypt: verification failed: {} value(s) in etcd are not KMS v2 under key_id {}",
-            v.findings(),
-            v.expect_key_id
-        )));
+    if let Some(why) = verified.as_ref().and_then(|v| v.failure()) {
+        return Err(Failure::Other(anyhow::anyhow!("reencrypt: {why}")));
     }
     Ok(())
 }
@@ -177,6 +192,7 @@ fn verify_plan(args: &Args) -> Result<Option<VerifyPlan>, Failure> {
         },
         etcd_prefix: v.etcd_prefix.clone(),
         expect_key_id: v.expect_key_id.clone().unwrap_or_default(),
+        allow_kms_v1: v.allow_kms_v1,
     };
     VerifyPlan::new(&options, &args.resources, args.namespace.as_deref())
         .map(Some)

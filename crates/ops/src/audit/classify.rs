@@ -17,8 +17,12 @@ pub enum ValueClass {
     AesGcm { key: String },
     /// `k8s:enc:secretbox:v1:<key name>:`
     Secretbox { key: String },
-    /// `k8s:enc:kms:v1:<provider>:` (one DEK per object, plugin on every write).
-    KmsV1 { provider: String },
+    /// `k8s:enc:kms:v1:<provider>:` (one DEK per object, plugin on every write), with the
+    /// key_id of its DEK's polykms envelope (None: another plugin's DEK, or malformed).
+    KmsV1 {
+        provider: String,
+        key_id: Option<String>,
+    },
     /// `k8s:enc:kms:v2:<provider>:` with a well-formed `EncryptedObject`.
     KmsV2 {
         provider: String,
@@ -117,7 +121,10 @@ pub fn classify(value: &[u8]) -> ValueClass {
         (b"aescbc", b"v1") => ValueClass::AesCbc { key: name },
         (b"aesgcm", b"v1") => ValueClass::AesGcm { key: name },
         (b"secretbox", b"v1") => ValueClass::Secretbox { key: name },
-        (b"kms", b"v1") => ValueClass::KmsV1 { provider: name },
+        (b"kms", b"v1") => ValueClass::KmsV1 {
+            provider: name,
+            key_id: kms_v1_key_id(body),
+        },
         (b"kms", b"v2") => match parse_encrypted_object(body) {
             Ok((key_id, dek_source, envelope)) => ValueClass::KmsV2 {
                 provider: name,
@@ -132,6 +139,18 @@ pub fn classify(value: &[u8]) -> ValueClass {
         },
         _ => ValueClass::Unknown,
     }
+}
+
+/// The key_id of a KMS v1 value written through polykms. The apiserver's v1 envelope
+/// transformer (`staging/src/k8s.io/apiserver/pkg/storage/value/encrypt/envelope/envelope.go`,
+/// `TransformToStorage`) writes a 2-byte big-endian length, the plugin's ciphertext of the DEK,
+/// then the encrypted object. polykms' ciphertext is its envelope (v1beta1 has no annotations,
+/// so every wrap is inline), and the key_id is recomputed from its wraps as Status computes it.
+pub fn kms_v1_key_id(body: &[u8]) -> Option<String> {
+    let (len, rest) = body.split_first_chunk::<2>()?;
+    let dek = rest.get(..usize::from(u16::from_be_bytes(*len)))?;
+    let envelope = polykms_core::envelope::Envelope::decode(dek, &Default::default()).ok()?;
+    Some(polykms_core::plugin::envelope_key_id(&envelope))
 }
 
 /// Splits `a:rest` at the first `:`; `None` when there is none.
@@ -286,6 +305,7 @@ mod tests {
                 b"k8s:enc:kms:v1:vault:\x00\x10",
                 ValueClass::KmsV1 {
                     provider: "vault".into(),
+                    key_id: None,
                 },
             ),
             (b"k8s:enc:rot13:v1:x:abc", ValueClass::Unknown),
@@ -331,5 +351,44 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn kms_v1_values_of_polykms_report_the_key_id_of_their_envelope() {
+        use polykms_core::envelope::{Envelope, Wrap, seal};
+        let wraps = [Wrap {
+            backend: "local".into(),
+            key_version: "file-2".into(),
+            ciphertext: vec![5; 60],
+        }];
+        let seed = polykms_backend::SecretBytes::from(vec![1; 32]);
+        let (dek, annotations) = seal(&wraps, &seed).expect("one small wrap seals");
+        assert!(annotations.is_empty());
+        let mut value = b"k8s:enc:kms:v1:polykms:".to_vec();
+        value.extend((dek.len() as u16).to_be_bytes());
+        value.extend(&dek);
+        value.extend([9; 40]); // the encrypted object
+        let want = polykms_core::plugin::envelope_key_id(
+            &Envelope::decode(&dek, &Default::default()).expect("decodes"),
+        );
+        assert_eq!(want, polykms_core::keyid::key_id([("local", "file-2")]));
+        assert_eq!(
+            classify(&value),
+            ValueClass::KmsV1 {
+                provider: "polykms".into(),
+                key_id: Some(want),
+            }
+        );
+        // Another plugin's DEK, or a length past the end: no key_id.
+        for bad in [
+            &b"k8s:enc:kms:v1:vault:\x00\x03abcdef"[..],
+            b"k8s:enc:kms:v1:vault:\x04\x00PK",
+            b"k8s:enc:kms:v1:vault:\x00",
+        ] {
+            assert!(
+                matches!(classify(bad), ValueClass::KmsV1 { key_id: None, .. }),
+                "{bad:?}"
+            );
+        }
     }
 }

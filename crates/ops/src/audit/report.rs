@@ -18,6 +18,9 @@ pub struct Expectations {
     pub provider: Option<String>,
     /// `--expect-key-id`: the plugin's current key_id.
     pub key_id: Option<String>,
+    /// `--allow-kms-v1`: a KMS v1 value passes when it meets the other expectations (its
+    /// key_id read from its polykms envelope).
+    pub allow_kms_v1: bool,
 }
 
 /// One key that fails the audit, and why.
@@ -38,6 +41,9 @@ pub struct Tally {
     pub classes: BTreeMap<&'static str, u64>,
     /// KMS v2 count per provider name, then per key_id.
     pub kms_v2: BTreeMap<String, BTreeMap<String, u64>>,
+    /// KMS v1 count per provider name, then per key_id of the polykms envelope (`unknown`
+    /// when the DEK is not one).
+    pub kms_v1: BTreeMap<String, BTreeMap<String, u64>>,
     /// KMS v2 count per plugin envelope format (`v2`, `v1`, `v1-multi-wrap`, `other`).
     pub envelope_formats: BTreeMap<String, u64>,
     /// KMS v2 values whose DEK source is an AES-GCM key rather than an HKDF seed.
@@ -79,8 +85,14 @@ impl Tally {
             ValueClass::AesCbc { key } => Some(format!("aescbc (key {key}), not KMS v2")),
             ValueClass::AesGcm { key } => Some(format!("aesgcm (key {key}), not KMS v2")),
             ValueClass::Secretbox { key } => Some(format!("secretbox (key {key}), not KMS v2")),
-            ValueClass::KmsV1 { provider } => {
-                Some(format!("kms v1 (provider {provider}), not KMS v2"))
+            ValueClass::KmsV1 { provider, key_id } => {
+                *self
+                    .kms_v1
+                    .entry(provider.clone())
+                    .or_default()
+                    .entry(key_id.clone().unwrap_or_else(|| UNKNOWN_KEY_ID.into()))
+                    .or_default() += 1;
+                kms_v1_finding(provider, key_id.as_deref(), expect)
             }
             ValueClass::Unknown => Some("unrecognised value format".into()),
         };
@@ -95,9 +107,10 @@ impl Tally {
         }
     }
 
-    /// True when every key passed.
+    /// True when every key passed and there was at least one: a scan that read nothing
+    /// proves nothing (a wrong prefix, or a canary that is gone).
     pub fn passed(&self) -> bool {
-        self.findings_total == 0
+        self.findings_total == 0 && self.total > 0
     }
 
     /// A human-readable report.
@@ -111,6 +124,18 @@ impl Tally {
         if !self.kms_v2.is_empty() {
             let _ = writeln!(out, "\n{:<20} {:<40} {:>10}", "PROVIDER", "KEY_ID", "COUNT");
             for (provider, ids) in &self.kms_v2 {
+                for (key_id, n) in ids {
+                    let _ = writeln!(out, "{provider:<20} {key_id:<40} {n:>10}");
+                }
+            }
+        }
+        if !self.kms_v1.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<20} {:<40} {:>10}",
+                "KMS V1 PROVIDER", "KEY_ID", "COUNT"
+            );
+            for (provider, ids) in &self.kms_v1 {
                 for (key_id, n) in ids {
                     let _ = writeln!(out, "{provider:<20} {key_id:<40} {n:>10}");
                 }
@@ -147,15 +172,48 @@ impl Tally {
         } else if self.total == 0 {
             let _ = writeln!(
                 out,
-                "\nwarning: no keys under {prefix}: check --prefix (secrets live under /registry/secrets/)"
+                "\nFAIL: no keys under {prefix}: nothing was checked (check --prefix; secrets live under /registry/secrets/)"
             );
         } else {
             let _ = writeln!(
                 out,
-                "\nOK: every value is KMS v2 and meets the expectations"
+                "\nOK: every value is KMS v2{} and meets the expectations",
+                if self.kms_v1.is_empty() {
+                    ""
+                } else {
+                    " or an accepted KMS v1 value"
+                }
             );
         }
         out
+    }
+}
+
+/// The `kms_v1` key for a DEK whose key_id cannot be read.
+const UNKNOWN_KEY_ID: &str = "unknown";
+
+fn kms_v1_finding(provider: &str, key_id: Option<&str>, expect: &Expectations) -> Option<String> {
+    if !expect.allow_kms_v1 {
+        return Some(format!(
+            "kms v1 (provider {provider}, key_id {}), not KMS v2 (--allow-kms-v1 accepts it)",
+            key_id.unwrap_or(UNKNOWN_KEY_ID)
+        ));
+    }
+    match key_id {
+        Some(k) => mismatch(provider, k, expect).map(|m| m.replacen("kms-v2", "kms-v1", 1)),
+        None if expect.key_id.is_some() => Some(format!(
+            "kms v1 (provider {provider}) whose DEK is not a polykms envelope: its key_id \
+             cannot be checked"
+        )),
+        None => mismatch(
+            provider,
+            "",
+            &Expectations {
+                key_id: None,
+                ..expect.clone()
+            },
+        )
+        .map(|m| m.replacen("kms-v2", "kms-v1", 1)),
     }
 }
 
@@ -237,6 +295,7 @@ mod tests {
         let expect = Expectations {
             provider: Some("p".into()),
             key_id: Some("new".into()),
+            allow_kms_v1: false,
         };
         let mut t = Tally::default();
         t.add(b"/k/1", &v2("p", "new"), &expect);
@@ -267,5 +326,55 @@ mod tests {
         assert_eq!(json["total"], 1);
         assert_eq!(json["classes"]["identity"], 1);
         assert_eq!(json["findings"][0]["key"], "/k/1");
+    }
+
+    #[test]
+    fn a_scan_that_read_nothing_does_not_pass() {
+        let t = Tally::default();
+        assert!(!t.passed());
+        assert!(
+            t.to_table("/registry/canary/")
+                .contains("FAIL: no keys under")
+        );
+    }
+
+    #[test]
+    fn kms_v1_values_pass_only_when_allowed_and_under_the_expected_key_id() {
+        let v1 = |key_id: Option<&str>| ValueClass::KmsV1 {
+            provider: "p".into(),
+            key_id: key_id.map(str::to_string),
+        };
+        let strict = Expectations {
+            key_id: Some("new".into()),
+            ..Expectations::default()
+        };
+        let mut t = Tally::default();
+        t.add(b"/k/1", &v1(Some("new")), &strict);
+        assert!(!t.passed());
+        assert!(
+            t.findings[0].reason.contains("not KMS v2"),
+            "{:?}",
+            t.findings
+        );
+
+        let allow = Expectations {
+            allow_kms_v1: true,
+            ..strict
+        };
+        let mut t = Tally::default();
+        t.add(b"/k/1", &v1(Some("new")), &allow);
+        assert!(t.passed());
+        t.add(b"/k/2", &v1(Some("old")), &allow);
+        t.add(b"/k/3", &v1(None), &allow);
+        assert_eq!(t.findings_total, 2);
+        assert!(
+            t.findings[0]
+                .reason
+                .contains("kms-v1 under key_id old, expected new")
+        );
+        assert!(t.findings[1].reason.contains("cannot be checked"));
+        assert_eq!(t.kms_v1["p"]["new"], 1);
+        assert_eq!(t.kms_v1["p"]["unknown"], 1);
+        assert!(t.to_table("/k/").contains("KMS V1 PROVIDER"));
     }
 }

@@ -3,11 +3,13 @@
 //! or have the apiserver do it (StorageVersionMigration). See docs/rotation.md.
 
 mod api;
+mod cluster;
 mod progress;
 mod resources;
 mod rewrite;
 mod run;
 mod state;
+mod storage_path;
 mod summary;
 mod svm;
 pub mod verify;
@@ -15,10 +17,12 @@ pub mod verify;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub use progress::ProgressMode;
 pub use rewrite::NONCE_ANNOTATION;
 pub use state::Counts;
+pub use storage_path::{etcd_prefix, resource_path};
 pub use summary::{FailedObject, ResourceSummary, Summary};
 
 /// How the summary is printed.
@@ -55,6 +59,12 @@ pub struct Options {
     pub force_rewrite: bool,
     /// `--use-storage-version-migration`.
     pub use_storage_version_migration: bool,
+    /// `--timeout`: how long one StorageVersionMigration may take to finish.
+    pub timeout: Duration,
+    /// `--expect-key-id`, recorded in the state file: a file of another rotation is refused.
+    pub expect_key_id: Option<String>,
+    /// `--discard-state`: start over even if the state file belongs to another run.
+    pub discard_state: bool,
     /// `--output`.
     pub output: OutputFormat,
     /// Bars or JSON lines.
@@ -139,36 +149,3 @@ impl StopFlag {
 }
 
 pub use run::run;
-
-/// The etcd prefix under which the apiserver stores `resource` (`--etcd-prefix` + `/` +
-/// resource [+ `/` + namespace] + `/`), for the check after the run.
-pub fn etcd_prefix(root: &str, resource: &str, namespace: Option<&str>) -> String {
-    // The storage path is the plural name (group resources share the root: /registry/deployments).
-    let plural = resource.split('.').next().unwrap_or(resource);
-    let root = root.trim_end_matches('/');
-    match namespace {
-        Some(ns) => format!("{root}/{plural}/{ns}/"),
-        None => format!("{root}/{plural}/"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etcd_prefixes_follow_the_apiserver_storage_paths() {
-        assert_eq!(
-            etcd_prefix("/registry", "secrets", None),
-            "/registry/secrets/"
-        );
-        assert_eq!(
-            etcd_prefix("/registry/", "configmaps", Some("app")),
-            "/registry/configmaps/app/"
-        );
-        assert_eq!(
-            etcd_prefix("/registry", "deployments.apps", None),
-            "/registry/deployments/"
-        );
-    }
-}

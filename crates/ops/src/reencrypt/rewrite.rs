@@ -101,6 +101,37 @@ pub struct Rewriter {
     pub force: bool,
 }
 
+/// Sends a request at the `--qps` pace, retrying 429/5xx/no answer up to `TRANSIENT_RETRIES`
+/// times with backoff (Retry-After when given): the rules of every request of a run.
+pub async fn send<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    limiter: &RateLimiter,
+    build: impl Fn() -> http::Request<Vec<u8>>,
+) -> Result<T, ApiError> {
+    let mut backoff = BACKOFF_START;
+    let mut attempt = 0;
+    loop {
+        limiter.acquire().await;
+        match api::call::<T>(client, build()).await {
+            Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
+                attempt += 1;
+                let wait = e
+                    .retry_after
+                    .unwrap_or(backoff)
+                    .min(Duration::from_secs(60));
+                tracing::debug!(
+                    code = e.code,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying: {e}"
+                );
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A failure that must stop the whole run (401/403: RBAC or credentials).
 #[derive(Debug, Clone)]
 pub struct Denied {
@@ -116,28 +147,7 @@ impl Rewriter {
         &self,
         build: impl Fn() -> http::Request<Vec<u8>>,
     ) -> Result<T, ApiError> {
-        let mut backoff = BACKOFF_START;
-        let mut attempt = 0;
-        loop {
-            self.limiter.acquire().await;
-            match api::call::<T>(&self.client, build()).await {
-                Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
-                    attempt += 1;
-                    let wait = e
-                        .retry_after
-                        .unwrap_or(backoff)
-                        .min(Duration::from_secs(60));
-                    tracing::debug!(
-                        code = e.code,
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying: {e}"
-                    );
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-                other => return other,
-            }
-        }
+        send(&self.client, &self.limiter, build).await
     }
 
     /// Rewrites one object.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::api::{MetaPage, ResourceUrls};
 use super::progress::Progress;
@@ -15,7 +14,7 @@ use super::resources::{self, Resolved};
 use super::rewrite::{self, Outcome, RateLimiter, Rewriter};
 use super::state::{Cursor, State, StateFile};
 use super::summary::{ResourceSummary, Summary};
-use super::{Options, ReencryptError, StopFlag, svm};
+use super::{Options, ReencryptError, StopFlag, cluster, svm};
 
 /// The state file is written at least this often while objects are being handled.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -35,6 +34,11 @@ fn validate(options: &Options) -> Result<(), ReencryptError> {
         ));
     }
     rewrite::qps_interval(options.qps)?;
+    if options.timeout.is_zero() {
+        return Err(ReencryptError::Config(
+            "--timeout must be longer than 0 (e.g. 30m)".into(),
+        ));
+    }
     if options.page_size == 0 || options.page_size > 10_000 {
         return Err(ReencryptError::Config(
             "--page-size must be between 1 and 10000".into(),
@@ -65,35 +69,11 @@ fn validate(options: &Options) -> Result<(), ReencryptError> {
     Ok(())
 }
 
-/// Builds the client from `--kubeconfig`/`--context` (else the usual inference).
-pub async fn connect(options: &Options) -> Result<Client, ReencryptError> {
-    let kopts = KubeConfigOptions {
-        context: options.context.clone(),
-        ..Default::default()
-    };
-    let bad = |e: &dyn std::fmt::Display| ReencryptError::Config(format!("kubeconfig: {e}"));
-    let config = match (&options.kubeconfig, &options.context) {
-        (Some(path), _) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| {
-                ReencryptError::Config(format!("--kubeconfig {}: {e}", path.display()))
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &kopts)
-                .await
-                .map_err(|e| bad(&e))?
-        }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&kopts)
-            .await
-            .map_err(|e| bad(&e))?,
-        (None, None) => kube::Config::infer().await.map_err(|e| bad(&e))?,
-    };
-    Client::try_from(config)
-        .map_err(|e| ReencryptError::Config(format!("building the Kubernetes client: {e}")))
-}
-
 /// Runs `reencrypt` to the end, to a stop request, or to an error.
 pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, ReencryptError> {
     validate(options)?;
-    let client = connect(options).await?;
+    let cluster = cluster::connect(options).await?;
+    let client = cluster.client.clone();
     if options.use_storage_version_migration {
         return svm::run(&client, options, stop).await;
     }
@@ -102,9 +82,14 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
         (Some(p), false) => StateFile::at(p.clone()),
         _ => StateFile::none(),
     };
-    let mut state = match file.load(options.namespace.as_deref(), &options.resources)? {
+    let fresh = State::new(
+        cluster.target(options.expect_key_id.as_deref()).await,
+        options.namespace.as_deref(),
+        &options.resources,
+    );
+    let mut state = match file.load(&fresh, options.discard_state)? {
         Some(s) => s,
-        None => State::new(options.namespace.as_deref(), &options.resources),
+        None => fresh,
     };
     let mut summary = Summary {
         dry_run: options.dry_run,
@@ -121,7 +106,6 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
             state: &mut state,
             file: &file,
             progress: &mut progress,
-            summary: &mut summary,
             stop,
             limiter: limiter.clone(),
             relists: 0,
@@ -130,6 +114,9 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
         let relists = job.relists;
         let cursor = state.cursor_mut(&r.name).clone();
         summary.total.add(&cursor.counts);
+        for (object, reason) in &cursor.failed {
+            summary.add_failure(&r.name, object, reason.clone());
+        }
         summary.resources.push(ResourceSummary {
             resource: r.name.clone(),
             counts: cursor.counts,
@@ -147,10 +134,15 @@ pub async fn run(options: &Options, stop: &StopFlag) -> Result<Summary, Reencryp
             Err(e) => return Err(e),
         }
     }
-    if !summary.interrupted {
+    if !summary.interrupted && summary.failures.is_empty() {
         file.remove()?;
         summary.state_file = None;
     }
+    // Failed objects keep the state file (saved with them): the next run retries them first.
+    summary.nothing_rewritten = !options.dry_run
+        && !options.force_rewrite
+        && summary.total.rewritten == 0
+        && summary.total.already_current > 0;
     Ok(summary)
 }
 
@@ -161,7 +153,6 @@ struct ResourceRun<'a> {
     state: &'a mut State,
     file: &'a StateFile,
     progress: &'a mut Progress,
-    summary: &'a mut Summary,
     stop: &'a StopFlag,
     limiter: Arc<RateLimiter>,
     relists: u64,
@@ -180,11 +171,6 @@ impl ResourceRun<'_> {
     async fn run(&mut self) -> Result<bool, ReencryptError> {
         let name = self.resource.name.clone();
         let mut cursor = self.state.cursor_mut(&name).clone();
-        if cursor.done {
-            self.progress
-                .note(&format!("{name}: already done according to the state file"));
-            return Ok(true);
-        }
         let urls = ResourceUrls::new(
             &self.resource.api,
             self.resource.namespaced,
@@ -196,6 +182,14 @@ impl ResourceRun<'_> {
             limiter: self.limiter.clone(),
             force: self.options.force_rewrite,
         };
+        if !cursor.failed.is_empty() && !self.options.dry_run {
+            self.retry_failed(&rewriter, &mut cursor).await?;
+        }
+        if cursor.done {
+            self.progress
+                .note(&format!("{name}: already done according to the state file"));
+            return Ok(!self.stop.is_stopped());
+        }
         self.progress.start(&name, cursor.position);
         let mut token = cursor.continue_token.clone();
         let mut last_save = Instant::now();
@@ -369,7 +363,7 @@ impl ResourceRun<'_> {
                     Outcome::Skipped => cursor.counts.skipped += 1,
                     Outcome::Failed(reason) => {
                         cursor.counts.failed += 1;
-                        self.summary.add_failure(&name, &keys[next], reason);
+                        cursor.failed.insert(keys[next].clone(), reason);
                     }
                 }
                 cursor.position += 1;
@@ -384,6 +378,59 @@ impl ResourceRun<'_> {
             }
         }
         Ok(fatal)
+    }
+
+    /// Retries, before anything else, the objects an earlier run gave up on: the cursor is past
+    /// them, so they stay recorded until they are rewritten (or found deleted).
+    async fn retry_failed(
+        &mut self,
+        rewriter: &Rewriter,
+        cursor: &mut Cursor,
+    ) -> Result<(), ReencryptError> {
+        let name = self.resource.name.clone();
+        self.progress.note(&format!(
+            "{name}: retrying {} object(s) that failed before",
+            cursor.failed.len()
+        ));
+        let namespaced = self.resource.namespaced;
+        let stop = self.stop;
+        let keys: Vec<String> = cursor.failed.keys().cloned().collect();
+        let results: Vec<_> = futures::stream::iter(keys)
+            .take_while(|_| futures::future::ready(!stop.is_stopped()))
+            .map(|key| async move {
+                let outcome = match key.split_once('/') {
+                    Some((ns, object)) if namespaced => rewriter.rewrite(Some(ns), object).await,
+                    _ => rewriter.rewrite(None, &key).await,
+                };
+                (key, outcome)
+            })
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
+        let mut fatal = None;
+        for (key, outcome) in results {
+            let counts = &mut cursor.counts;
+            match outcome {
+                Ok(Outcome::Failed(reason)) => {
+                    cursor.failed.insert(key, reason);
+                    continue;
+                }
+                Ok(Outcome::Rewritten) => counts.rewritten += 1,
+                Ok(Outcome::AlreadyCurrent) => counts.already_current += 1,
+                Ok(Outcome::Skipped) => counts.skipped += 1,
+                Err(d) => {
+                    fatal.get_or_insert_with(|| denied(&name, d.verb, &d.error.to_string()));
+                    continue;
+                }
+            }
+            counts.failed = counts.failed.saturating_sub(1);
+            cursor.failed.remove(&key);
+        }
+        self.save(cursor)?;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn save(&mut self, cursor: &Cursor) -> Result<(), ReencryptError> {

@@ -1,5 +1,7 @@
-//! The state file: how far each resource got, written atomically (temp file + rename) so that an
-//! interrupted run, however it ends, leaves a file the next run continues from.
+//! The state file: how far each resource got and which objects failed, written atomically (temp
+//! file + rename + directory fsync) so that an interrupted run, however it ends, leaves a file the
+//! next run continues from. It names its target (cluster, resources, namespace, key_id): a file
+//! of another cluster or rotation would skip objects that were never rewritten there.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -9,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReencryptError;
 
-const FORMAT: &str = "polykms-reencrypt-state/v1";
+const FORMAT: &str = "polykms-reencrypt-state/v2";
 
 /// Counts of one resource (or of the whole run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,12 +54,56 @@ pub struct Cursor {
     pub continue_token: Option<String>,
     /// Outcomes so far.
     pub counts: Counts,
+    /// Objects given up on (list-order key → why), retried first by the next run: the cursor
+    /// moves past them, this keeps them.
+    #[serde(default)]
+    pub failed: BTreeMap<String, String>,
+}
+
+/// The cluster and rotation a state file was made for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The API server URL (kubeconfig `server`, or the in-cluster one).
+    pub server: String,
+    /// The UID of the kube-system namespace, when readable: the same cluster under any URL.
+    pub cluster_uid: Option<String>,
+    /// `--expect-key-id`, when given: the key_id this rotation rewrites to.
+    pub expect_key_id: Option<String>,
+}
+
+impl Target {
+    /// Why a file made for `self` must not be continued by a run for `run`, if it must not.
+    fn mismatch(&self, run: &Target) -> Option<String> {
+        let same_cluster = match (&self.cluster_uid, &run.cluster_uid) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.server == run.server,
+        };
+        if !same_cluster {
+            return Some(format!(
+                "it was made for another cluster ({} kube-system uid {}; this run: {} uid {})",
+                self.server,
+                self.cluster_uid.as_deref().unwrap_or("unreadable"),
+                run.server,
+                run.cluster_uid.as_deref().unwrap_or("unreadable"),
+            ));
+        }
+        if let (Some(a), Some(b)) = (&self.expect_key_id, &run.expect_key_id)
+            && a != b
+        {
+            return Some(format!(
+                "it was made for another rotation (--expect-key-id {a}; this run: {b})"
+            ));
+        }
+        None
+    }
 }
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     format: String,
+    /// What the file was made for.
+    pub target: Target,
     /// `--namespace` of the run (None = all namespaces).
     pub namespace: Option<String>,
     /// Per resource as given on the command line.
@@ -66,9 +112,10 @@ pub struct State {
 
 impl State {
     /// A fresh state for these resources.
-    pub fn new(namespace: Option<&str>, resources: &[String]) -> Self {
+    pub fn new(target: Target, namespace: Option<&str>, resources: &[String]) -> Self {
         State {
             format: FORMAT.into(),
+            target,
             namespace: namespace.map(str::to_string),
             resources: resources
                 .iter()
@@ -105,12 +152,10 @@ impl StateFile {
         self.path.as_deref()
     }
 
-    /// Loads the state of a previous run, if the file exists; it must be for the same scope.
-    pub fn load(
-        &self,
-        namespace: Option<&str>,
-        resources: &[String],
-    ) -> Result<Option<State>, ReencryptError> {
+    /// Loads the state of a previous run, if the file exists; it must be for the same target
+    /// (cluster, key_id, namespace, resources) as `fresh`, unless `discard` is set, in which
+    /// case any earlier file is ignored (and replaced at the first save).
+    pub fn load(&self, fresh: &State, discard: bool) -> Result<Option<State>, ReencryptError> {
         let Some(path) = &self.path else {
             return Ok(None);
         };
@@ -124,26 +169,45 @@ impl StateFile {
                 )));
             }
         };
-        let state: State = serde_json::from_slice(&text).map_err(|e| {
+        if discard {
+            return Ok(None);
+        }
+        let refuse = |why: String| {
+            ReencryptError::Config(format!(
+                "--state-file {} belongs to another run: {why}; give the flags of that run, or \
+                 --discard-state to start over (objects it recorded as done are rewritten again)",
+                path.display()
+            ))
+        };
+        let header: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
             ReencryptError::Config(format!(
                 "--state-file {}: not a reencrypt state file: {e}",
                 path.display()
             ))
         })?;
-        if state.format != FORMAT {
-            return Err(ReencryptError::Config(format!(
-                "--state-file {}: format {:?}, this version writes {FORMAT:?}",
-                path.display(),
-                state.format
+        if header["format"] != FORMAT {
+            return Err(refuse(format!(
+                "format {}, this version writes {FORMAT:?}",
+                header["format"]
             )));
         }
-        let same_resources = state.resources.len() == resources.len()
-            && resources.iter().all(|r| state.resources.contains_key(r));
-        if state.namespace.as_deref() != namespace || !same_resources {
-            return Err(ReencryptError::Config(format!(
-                "--state-file {} belongs to another run (namespace {}, resources {}): give the same \
-                 --namespace and --resources, or remove the file to start over",
-                path.display(),
+        let mut state: State = serde_json::from_value(header).map_err(|e| {
+            ReencryptError::Config(format!(
+                "--state-file {}: not a reencrypt state file: {e}",
+                path.display()
+            ))
+        })?;
+        if let Some(why) = state.target.mismatch(&fresh.target) {
+            return Err(refuse(why));
+        }
+        let same_resources = state.resources.len() == fresh.resources.len()
+            && fresh
+                .resources
+                .keys()
+                .all(|r| state.resources.contains_key(r));
+        if state.namespace != fresh.namespace || !same_resources {
+            return Err(refuse(format!(
+                "namespace {}, resources {}",
                 state.namespace.as_deref().unwrap_or("<all>"),
                 state
                     .resources
@@ -153,6 +217,20 @@ impl StateFile {
                     .join(",")
             )));
         }
+        // A run that names the key_id binds a file that did not (and learns the UID).
+        state.target = Target {
+            expect_key_id: fresh
+                .target
+                .expect_key_id
+                .clone()
+                .or(state.target.expect_key_id),
+            cluster_uid: fresh
+                .target
+                .cluster_uid
+                .clone()
+                .or(state.target.cluster_uid),
+            server: fresh.target.server.clone(),
+        };
         Ok(Some(state))
     }
 
@@ -173,6 +251,10 @@ impl StateFile {
         tmp.write_all(&text).map_err(failed)?;
         tmp.as_file().sync_all().map_err(failed)?;
         tmp.persist(path).map_err(|e| failed(e.error))?;
+        // The rename is durable only once the directory entry is on disk.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -196,30 +278,104 @@ impl StateFile {
 mod tests {
     use super::*;
 
+    fn target(server: &str, uid: Option<&str>, key_id: Option<&str>) -> Target {
+        Target {
+            server: server.into(),
+            cluster_uid: uid.map(str::to_string),
+            expect_key_id: key_id.map(str::to_string),
+        }
+    }
+
+    fn refusal(result: Result<Option<State>, ReencryptError>) -> String {
+        match result {
+            Err(ReencryptError::Config(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
     #[test]
     fn state_round_trips_and_refuses_another_scope() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = StateFile::at(dir.path().join("s.json"));
         let resources = vec!["secrets".to_string(), "configmaps".to_string()];
-        assert_eq!(file.load(None, &resources).expect("no file yet"), None);
-        let mut state = State::new(None, &resources);
+        let t = target("https://a:6443", Some("uid-a"), Some("k2"));
+        let fresh = State::new(t.clone(), None, &resources);
+        assert_eq!(file.load(&fresh, false).expect("no file yet"), None);
+        let mut state = fresh.clone();
         let c = state.cursor_mut("secrets");
         c.last_key = Some("ns/a".into());
         c.position = 7;
-        c.counts.rewritten = 7;
+        c.counts.rewritten = 6;
+        c.counts.failed = 1;
+        c.failed.insert("ns/0".into(), "get: HTTP 503".into());
         file.save(&state).expect("saved");
-        assert_eq!(file.load(None, &resources).expect("loads"), Some(state));
+        assert_eq!(file.load(&fresh, false).expect("loads"), Some(state));
         for (ns, res) in [
             (Some("ns"), resources.clone()),
             (None, vec!["secrets".to_string()]),
         ] {
-            match file.load(ns, &res) {
-                Err(ReencryptError::Config(m)) => assert!(m.contains("another run"), "{m}"),
-                other => panic!("{other:?}"),
-            }
+            let m = refusal(file.load(&State::new(t.clone(), ns, &res), false));
+            assert!(
+                m.contains("another run") && m.contains("--discard-state"),
+                "{m}"
+            );
         }
         file.remove().expect("removed");
-        assert_eq!(file.load(None, &resources).expect("gone"), None);
+        assert_eq!(file.load(&fresh, false).expect("gone"), None);
+    }
+
+    #[test]
+    fn a_file_of_another_cluster_or_rotation_is_refused_unless_discarded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = StateFile::at(dir.path().join("s.json"));
+        let res = vec!["secrets".to_string()];
+        let made = State::new(
+            target("https://a:6443", Some("uid-a"), Some("k1")),
+            None,
+            &res,
+        );
+        file.save(&made).expect("saved");
+        let run = |t: Target| State::new(t, None, &res);
+        let m = refusal(file.load(&run(target("https://a:6443", Some("uid-b"), None)), false));
+        assert!(m.contains("another cluster"), "{m}");
+        let m = refusal(file.load(
+            &run(target("https://a:6443", Some("uid-a"), Some("k2"))),
+            false,
+        ));
+        assert!(m.contains("another rotation") && m.contains("k1"), "{m}");
+        // Without a readable UID on one side, the URL decides.
+        let m = refusal(file.load(&run(target("https://b:6443", None, None)), false));
+        assert!(m.contains("another cluster"), "{m}");
+        // The same cluster under another URL, and a run that names no key_id, continue.
+        let same = file
+            .load(&run(target("https://lb:443", Some("uid-a"), None)), false)
+            .expect("same cluster");
+        assert_eq!(
+            same.map(|s| s.target.expect_key_id),
+            Some(Some("k1".into()))
+        );
+        assert_eq!(
+            file.load(
+                &run(target("https://b:6443", Some("uid-b"), Some("k9"))),
+                true
+            )
+            .expect("discarded"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_of_the_previous_format_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.json");
+        std::fs::write(
+            &path,
+            br#"{"format":"polykms-reencrypt-state/v1","namespace":null,"resources":{}}"#,
+        )
+        .expect("write");
+        let fresh = State::new(Target::default(), None, &["secrets".into()]);
+        let m = refusal(StateFile::at(path).load(&fresh, false));
+        assert!(m.contains("format") && m.contains("--discard-state"), "{m}");
     }
 
     #[test]
@@ -227,7 +383,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("s.json");
         std::fs::write(&path, b"{not json").expect("write");
-        match StateFile::at(path).load(None, &["secrets".into()]) {
+        let fresh = State::new(Target::default(), None, &["secrets".into()]);
+        match StateFile::at(path).load(&fresh, false) {
             Err(ReencryptError::Config(m)) => assert!(m.contains("not a reencrypt state"), "{m}"),
             other => panic!("{other:?}"),
         }

@@ -8,8 +8,6 @@ use super::OutputFormat;
 use super::state::Counts;
 use super::svm;
 
-/// Failed objects named in the summary; beyond this only the count grows.
-const MAX_LISTED: usize = 100;
 /// The outcome of one resource.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ResourceSummary {
@@ -52,11 +50,23 @@ pub struct Summary {
     pub resources: Vec<ResourceSummary>,
     /// All resources together.
     pub total: Counts,
-    /// The first failed objects.
+    /// Every object still not rewritten (this run's failures and those of earlier runs that
+    /// the state file kept and that failed again).
     pub failures: Vec<FailedObject>,
-    /// The state file a later run continues from (kept when interrupted).
+    /// The state file a later run continues from (kept when interrupted or when objects
+    /// failed: the next run retries them first).
     pub state_file: Option<String>,
+    /// Objects were written back but the apiserver stored none of them again. With KMS v2 that
+    /// means all were already under the current key; KMS v1 has no staleness signal, so there
+    /// it means nothing was re-encrypted (`--force-rewrite` is needed).
+    pub nothing_rewritten: bool,
 }
+
+/// What `nothing_rewritten` means, for people.
+pub const NOTHING_REWRITTEN: &str = "the API server rewrote nothing: every object came back \
+     unchanged. With a KMS v2 provider they are all under the current key already; a KMS v1 \
+     provider has no staleness signal and keeps every object under its old key until it is \
+     changed: run again with --force-rewrite";
 
 impl Summary {
     /// Nothing failed and the run went to the end.
@@ -65,13 +75,11 @@ impl Summary {
     }
 
     pub(super) fn add_failure(&mut self, resource: &str, object: &str, reason: String) {
-        if self.failures.len() < MAX_LISTED {
-            self.failures.push(FailedObject {
-                resource: resource.into(),
-                object: object.into(),
-                reason,
-            });
-        }
+        self.failures.push(FailedObject {
+            resource: resource.into(),
+            object: object.into(),
+            reason,
+        });
     }
 
     /// The summary for people.
@@ -128,6 +136,24 @@ impl Summary {
         for f in &self.failures {
             let _ = writeln!(out, "failed: {} {}: {}", f.resource, f.object, f.reason);
         }
+        if !self.failures.is_empty() && !self.interrupted {
+            let _ = writeln!(
+                out,
+                "{} object(s) not rewritten: {}",
+                self.failures.len(),
+                self.state_file
+                    .as_deref()
+                    .map(|p| format!(
+                        "run again with the same flags to retry them first (state in {p})"
+                    ))
+                    .unwrap_or_else(|| {
+                        "give --state-file so that a later run retries only them".into()
+                    })
+            );
+        }
+        if self.nothing_rewritten {
+            let _ = writeln!(out, "note: {NOTHING_REWRITTEN}");
+        }
         if self.interrupted {
             let _ = writeln!(
                 out,
@@ -145,6 +171,9 @@ impl Summary {
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("the summary serialises");
         v["passed"] = self.passed().into();
+        if self.nothing_rewritten {
+            v["note"] = NOTHING_REWRITTEN.into();
+        }
         v
     }
 
@@ -186,11 +215,37 @@ mod tests {
     }
 
     #[test]
-    fn failures_listed_are_bounded() {
-        let mut s = Summary::default();
-        for i in 0..(MAX_LISTED + 5) {
-            s.add_failure("secrets", &format!("ns/{i}"), "x".into());
+    fn every_failed_object_is_named_with_the_way_to_retry_it() {
+        let mut s = Summary {
+            state_file: Some("/tmp/s.json".into()),
+            ..Default::default()
+        };
+        for i in 0..250 {
+            s.add_failure("secrets", &format!("ns/{i}"), "get: HTTP 503".into());
         }
-        assert_eq!(s.failures.len(), MAX_LISTED);
+        let text = s.to_text();
+        assert_eq!(s.failures.len(), 250);
+        assert!(
+            text.contains("failed: secrets ns/249: get: HTTP 503"),
+            "{text}"
+        );
+        assert!(
+            text.contains("250 object(s) not rewritten: run again"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_run_the_apiserver_stored_nothing_of_says_so_with_the_kms_v1_hint() {
+        let s = Summary {
+            nothing_rewritten: true,
+            ..Default::default()
+        };
+        assert!(s.to_text().contains("rewrote nothing") && s.to_text().contains("--force-rewrite"));
+        assert!(
+            s.to_json()["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("KMS v1"))
+        );
     }
 }

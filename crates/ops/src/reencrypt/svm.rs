@@ -2,7 +2,7 @@
 //! StorageVersionMigration per resource (storagemigration.k8s.io, found by discovery), followed
 //! until its Succeeded or Failed condition; no client reads the objects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::PostParams;
@@ -11,9 +11,10 @@ use kube::discovery;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::api::{self, ApiError};
+use super::api::ApiError;
 use super::progress::Progress;
 use super::resources::{self, Resolved};
+use super::rewrite::{self, RateLimiter};
 use super::summary::{ResourceSummary, Summary};
 use super::{Options, ReencryptError, StopFlag};
 
@@ -58,6 +59,7 @@ pub async fn run(
     };
     let targets = resources::resolve(client, &options.resources).await?;
     let progress = Progress::new(options.progress);
+    let limiter = RateLimiter::new(options.qps)?;
     let mut summary = Summary {
         dry_run: options.dry_run,
         ..Default::default()
@@ -77,16 +79,15 @@ pub async fn run(
             summary.resources.push(entry);
             continue;
         }
-        let body = migration(&version, target);
-        let created: Value = api::call(
-            client,
+        let body = serde_json::to_vec(&migration(&version, target)).expect("JSON");
+        // Retried like every request of a run. A create retried after a 5xx whose first attempt
+        // did land leaves a second migration of the same resource: harmless, it finds nothing
+        // stale.
+        let created: Value = rewrite::send(client, &limiter, || {
             Request::new(&collection)
-                .create(
-                    &PostParams::default(),
-                    serde_json::to_vec(&body).expect("JSON"),
-                )
-                .expect("a create request always builds"),
-        )
+                .create(&PostParams::default(), body.clone())
+                .expect("a create request always builds")
+        })
         .await
         .map_err(|e| api_failure(e, &target.name, "create", PLURAL))?;
         let name = created["metadata"]["name"]
@@ -97,20 +98,32 @@ pub async fn run(
             "{}: created StorageVersionMigration {name}",
             target.name
         ));
+        let deadline = Instant::now() + options.timeout;
         let condition = loop {
             if stop.is_stopped() {
                 break "Running".to_string();
             }
-            tokio::time::sleep(POLL).await;
-            let current: Value = match api::call(
-                client,
+            if Instant::now() >= deadline {
+                return Err(ReencryptError::Unavailable(format!(
+                    "StorageVersionMigration {name} for {} did not finish within --timeout {}: \
+                     the API is served but no migration controller seems to act on it \
+                     (kube-controller-manager needs the StorageVersionMigrator feature gate and \
+                     its storage-version-migrator controller); run without \
+                     --use-storage-version-migration to rewrite from the client",
+                    target.name,
+                    humanize(options.timeout)
+                )));
+            }
+            tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+            let current: Value = match rewrite::send(client, &limiter, || {
                 Request::new(&collection)
                     .get(&name, &Default::default())
-                    .expect("a GET request always builds"),
-            )
+                    .expect("a GET request always builds")
+            })
             .await
             {
                 Ok(v) => v,
+                // Still unavailable after the retries: keep polling until the deadline.
                 Err(e) if e.is_transient() => continue,
                 Err(e) => return Err(api_failure(e, &target.name, "get", PLURAL)),
             };
@@ -133,6 +146,23 @@ pub async fn run(
         }
     }
     Ok(summary)
+}
+
+/// `90s`, `5m`, `1h30m`: a duration as `--timeout` takes it.
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        format!("{}ms", d.as_millis())
+    } else {
+        out
+    }
 }
 
 fn migration(version: &str, target: &Resolved) -> Value {
@@ -201,5 +231,12 @@ mod tests {
             final_condition(&with(json!([{ "type": "Failed", "status": "True" }]))),
             Some("Failed".into())
         );
+    }
+
+    #[test]
+    fn timeouts_print_as_the_flag_takes_them() {
+        assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(humanize(Duration::from_secs(3)), "3s");
+        assert_eq!(humanize(Duration::from_millis(200)), "200ms");
     }
 }

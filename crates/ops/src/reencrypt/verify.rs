@@ -27,6 +27,8 @@ pub struct VerifyOptions {
     pub etcd_prefix: String,
     /// The key_id every value must be under.
     pub expect_key_id: String,
+    /// `--allow-kms-v1`: KMS v1 values under the expected key_id pass too.
+    pub allow_kms_v1: bool,
 }
 
 /// One audit per resource, checked before the run starts; the prefixes follow the run.
@@ -64,6 +66,7 @@ impl VerifyPlan {
                     expect: Expectations {
                         provider: None,
                         key_id: Some(options.expect_key_id.clone()),
+                        allow_kms_v1: options.allow_kms_v1,
                     },
                     output: "json".into(),
                 };
@@ -112,7 +115,17 @@ impl VerifyPlan {
             let tally = audit::scan_client(&mut client, &options.prefix, &options.expect)
                 .await
                 .map_err(verify_error)?;
-            results.push((resource.clone(), options.prefix.clone(), tally));
+            let seen = summary
+                .resources
+                .iter()
+                .find(|r| &r.resource == resource)
+                .map_or(0, |r| r.counts.processed);
+            results.push(Checked {
+                resource: resource.clone(),
+                prefix: options.prefix.clone(),
+                seen,
+                tally,
+            });
         }
         Ok(Verified {
             expect_key_id: self.expect_key_id.clone(),
@@ -132,29 +145,104 @@ fn verify_error(e: AuditError) -> ReencryptError {
     }
 }
 
+/// One resource's audit after the run.
+#[derive(Debug)]
+struct Checked {
+    resource: String,
+    prefix: String,
+    /// Objects the run handled (listed) for this resource.
+    seen: u64,
+    tally: Tally,
+}
+
 /// The audits after the run.
 #[derive(Debug)]
 pub struct Verified {
     /// The key_id every value had to be under.
     pub expect_key_id: String,
-    results: Vec<(String, String, Tally)>,
+    results: Vec<Checked>,
 }
 
 impl Verified {
     /// Values not KMS v2 under the expected key_id, over every resource.
     pub fn findings(&self) -> u64 {
-        self.results.iter().map(|(_, _, t)| t.findings_total).sum()
+        self.results.iter().map(|c| c.tally.findings_total).sum()
     }
 
-    /// Nothing found.
+    /// KMS v1 values among the findings: the apiserver does not rewrite those unasked.
+    pub fn kms_v1_findings(&self) -> u64 {
+        self.results
+            .iter()
+            .filter(|c| c.tally.findings_total > 0)
+            .map(|c| c.tally.classes.get("kms-v1").copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// Why the check proves nothing, if it read nothing: a prefix empty while the run saw
+    /// objects of its resource (a wrong storage path or `--etcd-prefix`), or no value at all.
+    pub fn read_nothing(&self) -> Option<String> {
+        let empty: Vec<String> = self
+            .results
+            .iter()
+            .filter(|c| c.tally.total == 0 && c.seen > 0)
+            .map(|c| {
+                format!(
+                    "{} holds no value while the run saw {} {} object(s)",
+                    c.prefix, c.seen, c.resource
+                )
+            })
+            .collect();
+        if !empty.is_empty() {
+            return Some(format!(
+                "{}: check --etcd-prefix (the apiserver's --etcd-prefix)",
+                empty.join("; ")
+            ));
+        }
+        if self.results.iter().all(|c| c.tally.total == 0) {
+            let prefixes: Vec<&str> = self.results.iter().map(|c| c.prefix.as_str()).collect();
+            return Some(format!(
+                "read no value under {}: nothing was verified",
+                prefixes.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Something was read and nothing found.
     pub fn passed(&self) -> bool {
-        self.findings() == 0
+        self.findings() == 0 && self.read_nothing().is_none()
+    }
+
+    /// Why the check failed, in one sentence, with what to do about KMS v1 values.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(why) = self.read_nothing() {
+            return Some(format!("verification read nothing: {why}"));
+        }
+        if self.findings() == 0 {
+            return None;
+        }
+        let mut out = format!(
+            "verification failed: {} value(s) in etcd are not KMS v2 under key_id {}",
+            self.findings(),
+            self.expect_key_id
+        );
+        let v1 = self.kms_v1_findings();
+        if v1 > 0 {
+            let _ = write!(
+                out,
+                "; {v1} are KMS v1 values: the apiserver does not store an unchanged KMS v1 \
+                 object again, so rewrite them with --force-rewrite (and pass --allow-kms-v1 to \
+                 accept KMS v1 values under the expected key_id)"
+            );
+        }
+        Some(out)
     }
 
     /// Lines for people.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        for (resource, prefix, t) in &self.results {
+        for c in &self.results {
+            let (resource, prefix, t) = (&c.resource, &c.prefix, &c.tally);
             let _ = writeln!(
                 out,
                 "verify {resource}: {} value(s) under {prefix}, {} not KMS v2 under key_id {}",
@@ -171,6 +259,9 @@ impl Verified {
                 );
             }
         }
+        if let Some(why) = self.failure() {
+            let _ = writeln!(out, "{why}");
+        }
         out
     }
 
@@ -179,8 +270,9 @@ impl Verified {
         serde_json::json!({
             "expect_key_id": self.expect_key_id,
             "passed": self.passed(),
-            "resources": self.results.iter().map(|(resource, prefix, t)| serde_json::json!({
-                "resource": resource, "prefix": prefix, "report": t,
+            "failure": self.failure(),
+            "resources": self.results.iter().map(|c| serde_json::json!({
+                "resource": c.resource, "prefix": c.prefix, "listed": c.seen, "report": c.tally,
             })).collect::<Vec<_>>(),
         })
     }
@@ -199,10 +291,12 @@ mod tests {
             },
             etcd_prefix: "/registry".into(),
             expect_key_id: "k".into(),
+            allow_kms_v1: false,
         };
         let resources = [
             "secrets".to_string(),
             "clusterroles.rbac.authorization.k8s.io".into(),
+            "widgets.example.com".into(),
         ];
         VerifyPlan::new(&options, &resources, namespace).expect("valid settings")
     }
@@ -218,6 +312,7 @@ mod tests {
             resources: vec![
                 entry("secrets", false),
                 entry("clusterroles.rbac.authorization.k8s.io", true),
+                entry("widgets.example.com", false),
             ],
             ..Default::default()
         }
@@ -242,6 +337,7 @@ mod tests {
                 etcd,
                 etcd_prefix: "/registry".into(),
                 expect_key_id: "k".into(),
+                allow_kms_v1: false,
             }
         };
         let new = |o: &VerifyOptions| VerifyPlan::new(o, &["secrets".into()], None);
@@ -290,11 +386,61 @@ mod tests {
     fn a_cluster_scoped_resource_is_verified_whole_even_with_a_namespace() {
         assert_eq!(
             prefixes(&plan(Some("app")), &summary()),
-            ["/registry/secrets/app/", "/registry/clusterroles/"]
+            [
+                "/registry/secrets/app/",
+                "/registry/clusterroles/",
+                "/registry/example.com/widgets/app/"
+            ]
         );
         assert_eq!(
             prefixes(&plan(None), &summary()),
-            ["/registry/secrets/", "/registry/clusterroles/"]
+            [
+                "/registry/secrets/",
+                "/registry/clusterroles/",
+                "/registry/example.com/widgets/"
+            ]
         );
+    }
+
+    fn checked(resource: &str, seen: u64, values: u64) -> Checked {
+        let mut tally = Tally::default();
+        for i in 0..values {
+            tally.add(
+                format!("/registry/{resource}/ns/{i}").as_bytes(),
+                &audit::ValueClass::KmsV2 {
+                    provider: "p".into(),
+                    key_id: "k".into(),
+                    dek_source: audit::DekSource::HkdfSeed,
+                    envelope: audit::EnvelopeFormat::Foreign,
+                },
+                &Expectations::default(),
+            );
+        }
+        Checked {
+            resource: resource.into(),
+            prefix: format!("/registry/{resource}/"),
+            seen,
+            tally,
+        }
+    }
+
+    #[test]
+    fn an_empty_prefix_fails_when_the_run_saw_objects_of_its_resource() {
+        let verified = |results| Verified {
+            expect_key_id: "k".into(),
+            results,
+        };
+        let v = verified(vec![checked("secrets", 3, 3), checked("widgets", 5, 0)]);
+        assert!(!v.passed());
+        let why = v.failure().unwrap_or_default();
+        assert!(
+            why.contains("/registry/widgets/ holds no value while the run saw 5 widgets"),
+            "{why}"
+        );
+        // Nothing read anywhere: nothing verified, which is not a pass either.
+        let v = verified(vec![checked("secrets", 0, 0)]);
+        assert!(!v.passed() && v.failure().is_some_and(|m| m.contains("read nothing")));
+        // A resource with no objects beside one that was read is fine.
+        assert!(verified(vec![checked("secrets", 2, 2), checked("widgets", 0, 0)]).passed());
     }
 }
