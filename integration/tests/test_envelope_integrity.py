@@ -2,8 +2,10 @@
 single-bit flip at every byte of single-, two- and three-wrap ciphertexts (and of one whose
 wraps overflow into annotations), truncations, an extra byte, flips in every annotation value.
 Each altered request must be refused with INVALID_ARGUMENT while the plugin keeps serving; the
-intact envelope then decrypts on nodes that hold only one of its backends. Also: version-1
-envelopes written before format version 2 keep decrypting, and per-backend plaintext bounds."""
+intact envelope then decrypts on nodes that hold only one of its backends. Format downgrades
+(version 3 rewritten as version 1 or 2, alone and with wraps spliced in from other envelopes)
+are refused by every node with the default config. Also: version-1 and version-2 envelopes
+written before format version 3 keep decrypting, and per-backend plaintext bounds."""
 
 import base64
 import json
@@ -19,6 +21,8 @@ from conftest import v2_pb2
 from stores import AzureStore, plugin_config, toml_str
 
 FIXTURES = Path(__file__).parent / "fixtures" / "envelope-v1"
+FIXTURES_V2 = Path(__file__).parent / "fixtures" / "envelope-v2"
+COMMITMENT_LEN = 32
 PROVIDER = "integrity"
 
 
@@ -106,7 +110,7 @@ def test_every_bit_flip_truncation_and_extension_is_refused(wraps, workdir, plug
     p = plugins(workdir, plugin_config(blocks, wraps, provider=PROVIDER))
     seed = os.urandom(32)
     enc = p.v2().Encrypt(v2_pb2.EncryptRequest(plaintext=seed, uid="tamper"), timeout=10)
-    assert enc.ciphertext[:3] == b"PK\x02"
+    assert enc.ciphertext[:3] == b"PK\x03"
     n = check_tamper_proof(p, enc, seed)
     assert n >= 8 * len(enc.ciphertext)
     # Any one backend alone decrypts the intact envelope.
@@ -136,6 +140,129 @@ def test_wraps_in_annotations_are_covered_too(workdir, plugins):
         alone = plugins(d, plugin_config([block], [name], provider=PROVIDER), name=f"only-{name}")
         out = alone.v2().Decrypt(decrypt_request(enc.ciphertext, enc.key_id, dict(enc.annotations)), timeout=20)
         assert out.plaintext == seed, name
+
+
+def parse_wraps(ct):
+    """The wraps of an envelope as (flags, name, version, inline) byte strings, and whether a
+    commitment follows (docs/envelope.md)."""
+    count, at, wraps = ct[3], 4, []
+    for _ in range(count):
+        flags, nlen = ct[at], ct[at + 1]
+        name = ct[at + 2:at + 2 + nlen]
+        at += 2 + nlen
+        vlen = int.from_bytes(ct[at:at + 2], "big")
+        version = ct[at + 2:at + 2 + vlen]
+        at += 2 + vlen
+        clen = int.from_bytes(ct[at:at + 2], "big")
+        inline = ct[at + 2:at + 2 + clen]
+        at += 2 + clen
+        wraps.append((flags, name, version, inline))
+    assert len(ct) - at == (COMMITMENT_LEN if ct[2] >= 2 else 0)
+    return wraps
+
+
+def encode_v1(wraps):
+    out = bytearray(b"PK\x01") + bytes([len(wraps)])
+    for flags, name, version, inline in wraps:
+        out += bytes([flags, len(name)]) + name
+        out += len(version).to_bytes(2, "big") + version
+        out += len(inline).to_bytes(2, "big") + inline
+    return bytes(out)
+
+
+def downgrades(encs):
+    """What an etcd writer can make of envelopes that share backends and key versions: each
+    rewritten as version 1 (commitment cut, format byte 1) or as version 2 (format byte 2), and
+    version-1 envelopes whose wraps come from different envelopes (every mix of the first
+    two). The key_id is the same for all (same backends and key versions)."""
+    out = []
+    for n, enc in enumerate(encs):
+        ct, ann = enc.ciphertext, dict(enc.annotations)
+        v1 = bytearray(ct[:-COMMITMENT_LEN])
+        v1[2] = 1
+        out.append((f"envelope {n} as v1", bytes(v1), ann))
+        v2 = bytearray(ct)
+        v2[2] = 2
+        out.append((f"envelope {n} as v2", bytes(v2), ann))
+    a, b = encs[0], encs[1]
+    wa, wb = parse_wraps(a.ciphertext), parse_wraps(b.ciphertext)
+    for mask in range(1, 2 ** len(wa) - 1):
+        picks = [(wb if mask >> i & 1 else wa)[i] for i in range(len(wa))]
+        ann = {}
+        for i in range(len(wa)):
+            src = b if mask >> i & 1 else a
+            key = f"wrap-{i}.polykms.io"
+            if key in src.annotations:
+                ann[key] = src.annotations[key]
+        out.append((f"spliced mask {mask:b}", encode_v1(picks), ann))
+    return out
+
+
+def check_downgrades_refused(nodes, encs):
+    bad = []
+    key_id = encs[0].key_id
+    assert all(e.key_id == key_id for e in encs)
+    for node_name, node in nodes:
+        reqs = [(f"{what} at {node_name}", decrypt_request(ct, key_id, ann))
+                for what, ct, ann in downgrades(encs)]
+        bad += refused(node, reqs)
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("wraps", [["a", "b"], ["a", "b", "c"]], ids=["2-wraps", "3-wraps"])
+def test_downgrade_alone_and_with_spliced_wraps_is_refused_by_every_node(wraps, workdir, plugins):
+    keys = local_keys(workdir, wraps)
+    blocks = [local_block(n, keys[n]) for n in wraps]
+    # The default config: accept_legacy_multi_wrap is left at its default (true).
+    p = plugins(workdir, plugin_config(blocks, wraps, provider=PROVIDER))
+    encs = [p.v2().Encrypt(v2_pb2.EncryptRequest(plaintext=os.urandom(32), uid="dg"), timeout=10)
+            for _ in range(2)]
+    nodes = [("all", p)]
+    for name in wraps:
+        d = workdir / f"only-{name}"
+        d.mkdir()
+        nodes.append((name, plugins(d, plugin_config([local_block(name, keys[name])], [name],
+                                                        provider=PROVIDER), name=f"only-{name}")))
+    check_downgrades_refused(nodes, encs)
+
+
+def test_downgrade_of_wraps_in_annotations_is_refused_by_every_node(workdir, plugins):
+    big = [AzureStore(size=4096), AzureStore(size=4096)]
+    keys = local_keys(workdir, ["a"])
+    blocks = [local_block("a", keys["a"]), big[0].block("kv1"), big[1].block("kv2")]
+    names = ["a", "kv1", "kv2"]
+    p = plugins(workdir, plugin_config(blocks, names, provider=PROVIDER))
+    encs = [p.v2().Encrypt(v2_pb2.EncryptRequest(plaintext=os.urandom(32), uid="dg"), timeout=20)
+            for _ in range(2)]
+    assert all(e.annotations for e in encs)
+    nodes = [("all", p)]
+    for name, block in zip(names, blocks):
+        d = workdir / f"only-{name}"
+        d.mkdir()
+        nodes.append((name, plugins(d, plugin_config([block], [name], provider=PROVIDER),
+                                    name=f"only-{name}")))
+    check_downgrades_refused(nodes, encs)
+
+
+def test_version_2_envelopes_keep_decrypting(workdir, plugins):
+    keys = {}
+    for n in "abc":
+        dst = workdir / f"{n}.key"
+        shutil.copy(FIXTURES / f"{n}.key", dst)
+        os.chmod(dst, 0o600)
+        keys[n] = dst
+    blocks = [local_block(n, keys[n]) for n in "abc"]
+    p = plugins(workdir, plugin_config(blocks, ["a"], provider="fixtures"))
+    data = json.loads((FIXTURES_V2 / "cases.json").read_text())
+    cases = [c for c in data["cases"] if c["name"].startswith("local-")]
+    assert len(cases) == 4
+    for case in cases:
+        ct = base64.b64decode(case["ciphertext_b64"])
+        assert ct[:3] == b"PK\x02"
+        out = p.v2().Decrypt(decrypt_request(ct, case["key_id"], {}), timeout=10)
+        assert out.plaintext == base64.b64decode(case["plaintext_b64"]), case["name"]
+    _, metrics = p.http("/metrics")
+    assert "polykms_legacy_envelopes_total 0" in metrics
 
 
 def load_v1_cases():

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::cache::{CacheSettings, UnwrapCache};
 use crate::coalesce::Coalescer;
-use crate::envelope::{self, Envelope, EnvelopeError, MAX_CIPHERTEXT, Wrap};
+use crate::envelope::{self, Envelope, EnvelopeError, FORMAT_CURRENT, MAX_CIPHERTEXT, Wrap};
 use crate::error::CoreError;
 use crate::keyid;
 use crate::keyring::{BackendSlot, Keyring, ProbeSettings};
@@ -77,7 +77,8 @@ pub struct PluginSettings {
     pub unwrap_cache: Option<CacheSettings>,
     /// Whether version-1 envelopes with several wraps still decrypt. Their wraps are not bound
     /// to each other; turn this off once `polykms audit` finds none left (a hostile etcd writer
-    /// could otherwise rewrite a version-2 envelope as version 1).
+    /// could otherwise rewrite a version-2 envelope as version 1; version-3 wraps are bound to their
+    /// format and unwrap nowhere when so rewritten).
     pub accept_legacy_multi_wrap: bool,
 }
 
@@ -124,6 +125,7 @@ pub struct Encrypted {
 #[derive(Debug)]
 pub struct Plugin {
     settings: PluginSettings,
+    /// The AAD of wraps Encrypt makes now ([`FORMAT_CURRENT`]).
     aad: Vec<u8>,
     keyring: ArcSwap<Keyring>,
     coalescer: Coalescer<Arc<Unwrapped>>,
@@ -134,9 +136,9 @@ pub struct Plugin {
     metrics: Arc<Metrics>,
 }
 
-/// The AAD every wrap is bound to.
+/// The AAD the wraps Encrypt makes now are bound to (see [`envelope::wrap_aad`]).
 pub fn aad_for(provider_name: &str) -> Vec<u8> {
-    format!("polykms:v1:{provider_name}").into_bytes()
+    envelope::wrap_aad(provider_name, FORMAT_CURRENT)
 }
 
 impl Plugin {
@@ -390,13 +392,21 @@ impl Plugin {
                 envelope.wraps.iter().map(|w| w.backend.clone()).collect(),
             ));
         }
+        // Each format's wraps are bound to its own AAD: a downgraded envelope unwraps nowhere.
+        let legacy_aad;
+        let aad: &[u8] = if envelope.version == FORMAT_CURRENT {
+            &self.aad
+        } else {
+            legacy_aad = envelope::wrap_aad(&self.settings.provider_name, envelope.version);
+            &legacy_aad
+        };
         // Healthy backends first; the sort is stable, so envelope order breaks ties.
         candidates.sort_by_key(|(slot, _)| !slot.is_healthy());
         let mut first_error = None;
         for (slot, wrapped) in &candidates {
             match self
                 .call(slot, "unwrap", deadline, || {
-                    slot.backend.unwrap(wrapped, &self.aad)
+                    slot.backend.unwrap(wrapped, aad)
                 })
                 .await
             {

@@ -8,8 +8,8 @@ use polykms_backend::SecretBytes;
 use polykms_core::plugin::aad_for;
 use rand::RngCore;
 
-use crate::exit::Failure;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::exit::Failure;
 use crate::{backends, logging};
 
 pub fn run(path: &Path) -> Result<(), Failure> {

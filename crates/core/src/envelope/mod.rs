@@ -1,6 +1,7 @@
 //! The plugin's ciphertext: a small versioned envelope naming which backend(s) wrapped the
-//! seed under which key version, sealed (format version 2) by a commitment that binds the seed
-//! to every byte of it. Layout in `docs/envelope.md`; parsing untrusted bytes never panics and
+//! seed under which key version, sealed (format versions 2 and 3) by a commitment that binds
+//! the seed to every byte of it. Format 3 also binds every wrap to the format itself (through
+//! the AAD, [`wrap_aad`]), so no wrap it holds unwraps when read as an older format. Layout in `docs/envelope.md`; parsing untrusted bytes never panics and
 //! never allocates more than the input's size.
 
 mod commitment;
@@ -17,8 +18,14 @@ use commitment::Commitment;
 const MAGIC: [u8; 2] = *b"PK";
 /// The first format: wraps are not bound to each other (read, never written).
 pub const FORMAT_V1: u8 = 1;
-/// The format Encrypt writes: version 1's layout followed by a commitment.
+/// Version 1's layout followed by a commitment; wraps bound to the same AAD as version 1's
+/// (read, no longer written).
 pub const FORMAT_V2: u8 = 2;
+/// The format Encrypt writes: version 2's layout, its wraps bound to an AAD that names the
+/// format, so a version-3 envelope rewritten as version 1 or 2 unwraps nowhere.
+pub const FORMAT_V3: u8 = 3;
+/// The format Encrypt writes.
+pub const FORMAT_CURRENT: u8 = FORMAT_V3;
 /// Most wraps one envelope may carry.
 pub const MAX_WRAPS: usize = 8;
 /// The contract's bound on a plugin ciphertext.
@@ -63,12 +70,12 @@ pub struct Wrap {
 /// A parsed envelope: every wrap, in the order of `encrypt.with` when it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// [`FORMAT_V1`] or [`FORMAT_V2`].
+    /// [`FORMAT_V1`], [`FORMAT_V2`] or [`FORMAT_V3`].
     pub version: u8,
     pub wraps: Vec<Wrap>,
     /// Which wraps were stored in annotations.
     external: Vec<bool>,
-    /// Version 2: the envelope bytes before the commitment, and the commitment.
+    /// Versions 2 and 3: the envelope bytes before the commitment, and the commitment.
     sealed: Option<(Vec<u8>, [u8; COMMITMENT_LEN])>,
 }
 
@@ -86,9 +93,29 @@ pub fn format_version(bytes: &[u8]) -> Option<u8> {
     }
 }
 
-/// Encodes `wraps` as a version-2 envelope sealed with a commitment under `seed`, moving wraps
-/// (last first) into annotations until the envelope fits in [`MAX_CIPHERTEXT`] bytes.
+/// The AAD every wrap of a `format` envelope is bound to, through each backend's own
+/// mechanism. Versions 1 and 2 share one; version 3 names itself, so its wraps unwrap only in
+/// a version-3 envelope: rewriting the format byte (a downgrade) makes every wrap fail.
+pub fn wrap_aad(provider_name: &str, format: u8) -> Vec<u8> {
+    match format {
+        FORMAT_V1 | FORMAT_V2 => format!("polykms:v1:{provider_name}").into_bytes(),
+        _ => format!("polykms:envelope-v{format}:{provider_name}").into_bytes(),
+    }
+}
+
+/// Encodes `wraps` (made under [`wrap_aad`] of [`FORMAT_CURRENT`]) as an envelope sealed with
+/// a commitment under `seed`, moving wraps (last first) into annotations until the envelope
+/// fits in [`MAX_CIPHERTEXT`] bytes.
 pub fn seal(wraps: &[Wrap], seed: &SecretBytes) -> Result<(Vec<u8>, Annotations), EnvelopeError> {
+    encode(FORMAT_CURRENT, wraps, Some(seed))
+}
+
+/// Encodes `wraps` in the version-2 layout: only for tests of the version-2 read path.
+#[cfg(test)]
+pub(crate) fn seal_v2(
+    wraps: &[Wrap],
+    seed: &SecretBytes,
+) -> Result<(Vec<u8>, Annotations), EnvelopeError> {
     encode(FORMAT_V2, wraps, Some(seed))
 }
 
@@ -124,7 +151,7 @@ fn encode(
         let mut bytes = encode_head(version, wraps, &external);
         if bytes.len() + trailer <= MAX_CIPHERTEXT {
             if let Some(seed) = seed {
-                let tag = commitment(seed, &bytes, wraps, &external).tag();
+                let tag = commitment(version, seed, &bytes, wraps, &external).tag();
                 bytes.extend_from_slice(&tag);
             }
             let annotations = wraps
@@ -170,7 +197,7 @@ fn encode_head(version: u8, wraps: &[Wrap], external: &[bool]) -> Vec<u8> {
 impl Envelope {
     /// Parses untrusted bytes plus the annotations stored beside them. Every annotation must be
     /// one this envelope refers to, and every wrap it stores outside must be present: added,
-    /// removed or renamed annotations are an error. A version-2 envelope still has to pass
+    /// removed or renamed annotations are an error. A sealed envelope still has to pass
     /// [`Envelope::verify`] with the unwrapped seed before anything is returned to a caller.
     pub fn decode(
         bytes: &[u8],
@@ -179,7 +206,7 @@ impl Envelope {
         let version = format_version(bytes).ok_or(EnvelopeError::NotEnvelope)?;
         let (head, tag) = match version {
             FORMAT_V1 => (bytes, None),
-            FORMAT_V2 => {
+            FORMAT_V2 | FORMAT_V3 => {
                 let split = bytes
                     .len()
                     .checked_sub(COMMITMENT_LEN)
@@ -275,7 +302,7 @@ impl Envelope {
         let Some((head, tag)) = &self.sealed else {
             return Ok(());
         };
-        if commitment(seed, head, &self.wraps, &self.external).verify(tag) {
+        if commitment(self.version, seed, head, &self.wraps, &self.external).verify(tag) {
             Ok(())
         } else {
             Err(EnvelopeError::Altered)
@@ -289,10 +316,16 @@ impl Envelope {
     }
 }
 
-/// The MAC a version-2 envelope carries, for sealing and for verifying alike: the envelope
-/// bytes before it, then the value of every wrap stored in an annotation, in wrap order.
-fn commitment(seed: &SecretBytes, head: &[u8], wraps: &[Wrap], external: &[bool]) -> Commitment {
-    let mut mac = Commitment::new(seed, head);
+/// The MAC a sealed envelope carries, for sealing and for verifying alike: the envelope bytes
+/// before it, then the value of every wrap stored in an annotation, in wrap order.
+fn commitment(
+    format: u8,
+    seed: &SecretBytes,
+    head: &[u8],
+    wraps: &[Wrap],
+    external: &[bool],
+) -> Commitment {
+    let mut mac = Commitment::new(format, seed, head);
     for (w, _) in wraps.iter().zip(external).filter(|(_, ext)| **ext) {
         mac.annotation(&w.ciphertext);
     }

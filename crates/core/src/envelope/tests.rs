@@ -30,10 +30,10 @@ fn single_wrap_round_trips_inline_with_a_commitment() {
     let wraps = vec![wrap("local", "local:0011223344556677", 60)];
     let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
     assert!(ann.is_empty());
-    assert_eq!(&bytes[..3], b"PK\x02");
-    assert_eq!(format_version(&bytes), Some(FORMAT_V2));
+    assert_eq!(&bytes[..3], b"PK\x03");
+    assert_eq!(format_version(&bytes), Some(FORMAT_V3));
     let env = Envelope::decode(&bytes, &none()).unwrap();
-    assert_eq!(env.version, FORMAT_V2);
+    assert_eq!(env.version, FORMAT_V3);
     assert_eq!(env.wraps, wraps);
     assert!(!env.is_legacy_multi_wrap());
     env.verify(&seed(1)).unwrap();
@@ -187,8 +187,8 @@ fn rejects_foreign_truncated_and_padded_input() {
         Err(EnvelopeError::NotEnvelope)
     );
     assert_eq!(
-        Envelope::decode(b"PK\x03\x01", &none()),
-        Err(EnvelopeError::UnsupportedVersion(3))
+        Envelope::decode(b"PK\x04\x01", &none()),
+        Err(EnvelopeError::UnsupportedVersion(4))
     );
     assert_eq!(format_version(b"PK"), None);
     assert_eq!(format_version(b"PQ\x02"), None);
@@ -300,4 +300,41 @@ proptest! {
             prop_assert!(open(&bytes, &ann, &other).is_err());
         }
     }
+}
+
+#[test]
+fn version_2_envelopes_still_verify_and_a_format_change_breaks_the_commitment() {
+    let wraps = vec![wrap("a", "va", 40), wrap("b", "vb", 40)];
+    let (v2, _) = seal_v2(&wraps, &seed(1)).unwrap();
+    assert_eq!(&v2[..3], b"PK\x02");
+    let env = Envelope::decode(&v2, &none()).unwrap();
+    assert_eq!(env.version, FORMAT_V2);
+    env.verify(&seed(1)).unwrap();
+    // The same wraps sealed as version 3 carry another tag; either tag under the other
+    // format byte fails (the commitment covers the format byte and uses a per-format key).
+    let (v3, _) = seal(&wraps, &seed(1)).unwrap();
+    assert_ne!(
+        v2[v2.len() - COMMITMENT_LEN..],
+        v3[v3.len() - COMMITMENT_LEN..]
+    );
+    for (bytes, to) in [(&v2, FORMAT_V3), (&v3, FORMAT_V2)] {
+        let mut changed = bytes.clone();
+        changed[2] = to;
+        let env = Envelope::decode(&changed, &none()).unwrap();
+        assert_eq!(env.verify(&seed(1)), Err(EnvelopeError::Altered), "to {to}");
+    }
+}
+
+#[test]
+fn each_format_binds_its_wraps_to_its_own_aad() {
+    let v1 = wrap_aad("p", FORMAT_V1);
+    assert_eq!(v1, b"polykms:v1:p");
+    assert_eq!(
+        wrap_aad("p", FORMAT_V2),
+        v1,
+        "version 2 kept version 1's AAD"
+    );
+    let v3 = wrap_aad("p", FORMAT_V3);
+    assert_eq!(v3, b"polykms:envelope-v3:p");
+    assert_ne!(wrap_aad("q", FORMAT_V3), v3);
 }

@@ -93,7 +93,7 @@ async fn any_wrap_decrypts_when_the_other_backend_is_down_or_gone() {
 
 /// A version-1 envelope of `s` wrapped by `a` and `b`, as polykms wrote them before version 2.
 async fn legacy_envelope(a: &TestBackend, b: &TestBackend, s: u8) -> Vec<u8> {
-    let aad = aad_for("test-cluster");
+    let aad = envelope::wrap_aad("test-cluster", envelope::FORMAT_V1);
     let mut wraps = Vec::new();
     for (name, backend) in [("a", a), ("b", b)] {
         let w = backend.wrap(&seed(s), &aad).await.unwrap();
@@ -125,7 +125,7 @@ async fn legacy_multi_wrap_envelopes_decrypt_and_are_counted() {
         "{}",
         p.metrics().encode()
     );
-    // A version-2 envelope is not legacy.
+    // A version-3 envelope is not legacy.
     let enc = p.encrypt(seed(6), deadline()).await.unwrap();
     decrypt_of(&p, &enc).await.unwrap();
     assert!(
@@ -186,4 +186,80 @@ async fn a_plaintext_over_a_backends_bound_is_refused_before_any_call() {
     let small = SecretBytes::copy_from(&[7; 16]);
     let enc = p.encrypt(small.clone(), deadline()).await.unwrap();
     assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, small);
+}
+
+/// `enc` rewritten as a version-1 envelope: the commitment cut off and the format byte set
+/// to 1, as an etcd writer can.
+fn downgraded(ciphertext: &[u8]) -> Vec<u8> {
+    let mut out = ciphertext[..ciphertext.len() - envelope::COMMITMENT_LEN].to_vec();
+    out[2] = envelope::FORMAT_V1;
+    out
+}
+
+#[tokio::test]
+async fn a_downgraded_envelope_unwraps_on_no_node() {
+    let (a, b, p) = two_xor().await;
+    let enc = p.encrypt(seed(7), deadline()).await.unwrap();
+    assert_eq!(enc.ciphertext[2], envelope::FORMAT_V3);
+    let only_a = plugin(vec![named("a", a.clone())], &["a"]).await;
+    let only_b = plugin(vec![named("b", b.clone())], &["b"]).await;
+    let v1 = downgraded(&enc.ciphertext);
+    // Also to version 2: the commitment kept, the format byte set to 2.
+    let mut v2 = enc.ciphertext.clone();
+    v2[2] = envelope::FORMAT_V2;
+    for (what, ct) in [("to v1", &v1), ("to v2", &v2)] {
+        for (node, n) in [(&p, "a+b"), (&only_a, "a"), (&only_b, "b")] {
+            let err = node
+                .decrypt(ct, Some(&enc.key_id), &no_annotations(), deadline())
+                .await
+                .expect_err(&format!("{what} at node {n}"));
+            assert_eq!(
+                err.code(),
+                tonic::Code::InvalidArgument,
+                "{what} {n}: {err}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_downgrade_with_a_wrap_spliced_from_another_envelope_unwraps_on_no_node() {
+    let (a, b, p) = two_xor().await;
+    let first = p.encrypt(seed(8), deadline()).await.unwrap();
+    let second = p.encrypt(seed(9), deadline()).await.unwrap();
+    let one = Envelope::decode(&first.ciphertext, &no_annotations()).unwrap();
+    let two = Envelope::decode(&second.ciphertext, &no_annotations()).unwrap();
+    // Same backends and key versions, so the same key_id: a's wrap of seed 8, b's of seed 9.
+    let spliced = vec![one.wraps[0].clone(), two.wraps[1].clone()];
+    let (ct, _) = envelope::encode_v1(&spliced).unwrap();
+    let only_a = plugin(vec![named("a", a.clone())], &["a"]).await;
+    let only_b = plugin(vec![named("b", b.clone())], &["b"]).await;
+    for (node, n) in [(&p, "a+b"), (&only_a, "a"), (&only_b, "b")] {
+        let err = node
+            .decrypt(&ct, Some(&first.key_id), &no_annotations(), deadline())
+            .await
+            .expect_err(&format!("spliced at node {n}"));
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{n}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn version_2_envelopes_decrypt_with_the_aad_they_were_made_with() {
+    let (a, b, p) = two_xor().await;
+    let aad = envelope::wrap_aad("test-cluster", envelope::FORMAT_V2);
+    let mut wraps = Vec::new();
+    for (name, backend) in [("a", &a), ("b", &b)] {
+        let w = backend.wrap(&seed(10), &aad).await.unwrap();
+        wraps.push(Wrap {
+            backend: name.into(),
+            key_version: w.key_version.as_str().into(),
+            ciphertext: w.ciphertext,
+        });
+    }
+    let (ct, _) = envelope::seal_v2(&wraps, &seed(10)).unwrap();
+    let out = p
+        .decrypt(&ct, None, &no_annotations(), deadline())
+        .await
+        .unwrap();
+    assert_eq!(out.seed, seed(10));
 }
