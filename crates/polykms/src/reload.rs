@@ -9,8 +9,8 @@ use std::sync::Arc;
 use polykms_core::Plugin;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::exit::Failure;
 use crate::config::Config;
+use crate::exit::Failure;
 use crate::serve::keyring;
 use crate::watch::{self, ConfigWatcher};
 

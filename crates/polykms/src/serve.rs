@@ -13,8 +13,8 @@ use polykms_core::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backends;
-use crate::exit::Failure;
 use crate::config::{ApiName, Config, LogFormat, StatusVersionName};
+use crate::exit::Failure;
 use crate::{hardening, logging, reload};
 
 pub fn run(
@@ -88,10 +88,14 @@ async fn serve(
         })?),
         None => None,
     };
-    let mut term = signal(SignalKind::terminate()).map_err(Failure::os("installing the SIGTERM handler"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Failure::os("installing the SIGINT handler"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(Failure::os("installing the SIGTERM handler"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(Failure::os("installing the SIGINT handler"))?;
     let bound = polykms_core::bind(&spec).map_err(|e| {
-        Failure::Os(anyhow::anyhow!("binding the KMS socket (server.socket) {spec}: {e}"))
+        Failure::Os(anyhow::anyhow!(
+            "binding the KMS socket (server.socket) {spec}: {e}"
+        ))
     })?;
     let plugin = Plugin::start(plugin_settings(&config), ring, metrics).await;
     let status = plugin.status();
