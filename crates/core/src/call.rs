@@ -63,7 +63,7 @@ impl<'a> Call<'a> {
         done: impl for<'v> FnOnce(&'v T) -> Done<'v>,
     ) -> Result<T, Status> {
         let elapsed = self.started.elapsed();
-        let latency_ms = elapsed.as_secs_f64() * 1e3;
+        let latency_ms = millis_to_the_microsecond(elapsed);
         let (api, method, uid) = (self.api, self.method, loggable(&self.uid));
         match result {
             Ok(value) => {
@@ -114,4 +114,23 @@ pub fn loggable(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Milliseconds rounded to the microsecond, as a person reads a log line: 41.126 µs is
+/// `0.041`, not `0.041125999999999996` (a microsecond count divided by 1000 prints short).
+fn millis_to_the_microsecond(elapsed: std::time::Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_logged_to_the_microsecond() {
+        let ms = millis_to_the_microsecond(std::time::Duration::from_nanos(41_126));
+        assert_eq!(ms.to_string(), "0.041");
+        let ms = millis_to_the_microsecond(std::time::Duration::from_micros(1_500_250));
+        assert_eq!(ms.to_string(), "1500.25");
+    }
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -40,6 +41,9 @@ struct BackendLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyIdLabels {
     key_id: String,
+    /// As kube-apiserver labels its `apiserver_envelope_encryption_key_id_hash_*` metrics, so
+    /// a dashboard can join the two.
+    key_id_hash: String,
     backend: String,
     key_version: String,
 }
@@ -211,6 +215,10 @@ impl Metrics {
             legacy_envelopes.clone(),
         );
         let reloads = Family::<OutcomeLabels, Counter>::default();
+        // Both outcomes exist from the start, so `increase()` sees the first failure.
+        for outcome in ["success", "failure"] {
+            drop(reloads.get_or_create(&OutcomeLabels { outcome }));
+        }
         registry.register(
             "config_reloads",
             "Configuration reloads by outcome",
@@ -330,9 +338,11 @@ impl Metrics {
     /// Replaces the key_id info series; counts a change when `changed`.
     pub fn key_id(&self, key_id: &str, versions: &[(String, String)], changed: bool) {
         self.key_id_info.clear();
+        let key_id_hash = apiserver_key_id_hash(key_id);
         for (backend, key_version) in versions {
             let labels = KeyIdLabels {
                 key_id: key_id.to_string(),
+                key_id_hash: key_id_hash.clone(),
                 backend: backend.clone(),
                 key_version: key_version.clone(),
             };
@@ -429,6 +439,15 @@ fn code_label(code: tonic::Code) -> &'static str {
     }
 }
 
+/// kube-apiserver's label for a key_id: `sha256:` and the hex SHA-256 of the key_id (empty
+/// for an empty key_id), as `getHash` in its envelope metrics computes it.
+pub fn apiserver_key_id_hash(key_id: &str) -> String {
+    if key_id.is_empty() {
+        return String::new();
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(key_id.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,10 +465,12 @@ mod tests {
             "polykms_request_duration_seconds_bucket",
             "polykms_backend_requests_total{backend=\"local\",operation=\"wrap\",outcome=\"ok\"} 1",
             "polykms_backend_healthy{backend=\"local\"} 1",
-            "polykms_key_id_info{key_id=\"pk1-abc\",backend=\"local\",key_version=\"local:00\"} 1",
+            "polykms_key_id_info{key_id=\"pk1-abc\",key_id_hash=\"sha256:ff835b068571d895524b2fc241a5f2bab350dd82709f480730d88846675e7557\",backend=\"local\",key_version=\"local:00\"} 1",
             "polykms_key_id_changes_total 1",
             "polykms_build_info{version=",
             "polykms_in_flight_requests 0",
+            "polykms_config_reloads_total{outcome=\"success\"} 0",
+            "polykms_config_reloads_total{outcome=\"failure\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -24,6 +24,16 @@ pub enum SocketError {
     InUse(PathBuf),
     #[error("{0}: directory is writable by everyone and has no sticky bit")]
     UnsafeDirectory(PathBuf),
+    #[error(
+        "{path}: permission denied: the plugin runs as uid {uid} (gid {gid}), which needs write \
+         and search access to {dir} (chown it to that user, or run the plugin as its owner)"
+    )]
+    Denied {
+        path: String,
+        dir: String,
+        uid: u32,
+        gid: u32,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -33,9 +43,25 @@ pub enum SocketError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SocketError + '_ {
-    move |source| SocketError::Io {
-        path: path.display().to_string(),
-        source,
+    move |source| {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            // SAFETY: getuid/getgid only read the process's ids; they cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            return SocketError::Denied {
+                path: path.display().to_string(),
+                dir: dir.display().to_string(),
+                uid,
+                gid,
+            };
+        }
+        SocketError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

@@ -229,11 +229,27 @@ impl Config {
     /// Loads `path` (TOML or YAML by extension) with `POLYKMS_` environment overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if !path.is_file() {
-            return Err(ConfigError(format!(
-                "{}: no such config file",
-                path.display()
-            )));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(m) if m.is_dir() => {
+                return Err(ConfigError(format!(
+                    "{}: is a directory; --config names the config file itself",
+                    path.display()
+                )));
+            }
+            Ok(_) => {
+                return Err(ConfigError(format!(
+                    "{}: not a regular file",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError(format!(
+                    "{}: no such config file",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
         }
         let figment = match ext {
             "toml" => Figment::from(Toml::file_exact(path)),
@@ -326,9 +342,27 @@ impl Config {
         Ok(self)
     }
 
-    /// Settings a reload cannot change, for comparing an old and a new file.
-    pub fn restart_only(&self) -> (&ServerConfig, &HttpConfig) {
-        (&self.server, &self.http)
+    /// The settings a reload cannot change that differ between `self` and `next`, by name.
+    pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.server, &next.server);
+        [
+            ("server.socket", a.socket != b.socket),
+            ("server.apis", a.apis != b.apis),
+            (
+                "server.status_version",
+                a.status_version != b.status_version,
+            ),
+            ("server.provider_name", a.provider_name != b.provider_name),
+            (
+                "server.default_timeout",
+                a.default_timeout != b.default_timeout,
+            ),
+            ("server.watch_config", a.watch_config != b.watch_config),
+            ("http.listen", self.http != next.http),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
@@ -350,20 +384,32 @@ fn overrides() -> Env {
         .split("__")
 }
 
-/// figment errors name the key path (`backends.0.key_files`); say which file too, and drop
-/// figment's "default." profile prefix that means nothing to users.
+/// figment errors name the key path (`backends.0.key_files`); say where the value came from:
+/// the config file, or the `POLYKMS_…` environment variable that set it.
 fn describe_figment_error(path: &Path, error: figment::Error) -> String {
     let mut parts = Vec::new();
     for e in error {
         let key = e.path.join(".");
         let msg = e.kind.to_string();
-        if key.is_empty() {
-            parts.push(msg);
-        } else {
-            parts.push(format!("{key}: {msg}"));
-        }
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        parts.push(match (from_env, key.is_empty()) {
+            (true, _) => format!(
+                "environment variable {} (setting {key}): {msg}",
+                env_variable(&e.path)
+            ),
+            (false, true) => format!("{}: {msg}", path.display()),
+            (false, false) => format!("{}: {key}: {msg}", path.display()),
+        });
     }
-    format!("{}: {}", path.display(), parts.join("; "))
+    parts.join("; ")
+}
+
+/// The `POLYKMS_<SECTION>__<KEY>` variable that sets the setting at `path`.
+fn env_variable(path: &[String]) -> String {
+    format!("POLYKMS_{}", path.join("__").to_ascii_uppercase())
 }
 
 /// Resolves `p` against `base` when relative.

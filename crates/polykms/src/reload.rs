@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::exit::Failure;
-use crate::serve::keyring;
+use crate::serve::{Overrides, keyring};
 use crate::watch::{self, ConfigWatcher};
 
 /// What asked for a reload, as logged.
@@ -32,6 +32,7 @@ impl Trigger {
 
 struct Reloader {
     path: PathBuf,
+    overrides: Overrides,
     running: Config,
     plugin: Arc<Plugin>,
     watcher: Option<ConfigWatcher>,
@@ -41,6 +42,7 @@ struct Reloader {
 /// `config_digest` is the config file as read at startup.
 pub async fn run(
     path: PathBuf,
+    overrides: Overrides,
     config_digest: watch::FileDigest,
     running: Config,
     plugin: Arc<Plugin>,
@@ -66,6 +68,7 @@ pub async fn run(
     };
     let mut reloader = Reloader {
         path,
+        overrides,
         running,
         plugin,
         watcher,
@@ -118,11 +121,14 @@ impl Reloader {
         }
     }
 
-    async fn apply(&mut self, next: Config) -> Result<(), Failure> {
-        if next.restart_only() != self.running.restart_only() {
-            tracing::warn!(
-                "[server] and [http] changes take effect only after a restart; applying backends and encrypt.with"
-            );
+    async fn apply(&mut self, mut next: Config) -> Result<(), Failure> {
+        // Compared with what runs: the command line's overrides (--socket) apply to the new
+        // file as they did at start, so they are not mistaken for an edit.
+        self.overrides.apply(&mut next);
+        let changed = self.running.restart_only_changes(&next);
+        if !changed.is_empty() {
+            tracing::warn!(settings = ?changed,
+                "these [server]/[http] changes take effect only after a restart; applying backends and encrypt.with");
         }
         let ring = keyring(&next, self.plugin.metrics().clone())
             .await

@@ -25,17 +25,33 @@ pub fn run(
     // Digested before reading: a change while starting is reloaded once the watch is on.
     let config_digest = crate::watch::digest(path);
     let mut config = Config::load(path)?;
-    if let Some(socket) = socket {
-        SocketSpec::parse(&socket).map_err(|e| Failure::Config(format!("--socket: {e}")))?;
-        config.server.socket = socket;
+    if let Some(socket) = &socket {
+        SocketSpec::parse(socket).map_err(|e| Failure::Config(format!("--socket: {e}")))?;
     }
+    let overrides = Overrides { socket };
+    overrides.apply(&mut config);
     logging::init(&config.log, log_format);
     hardening::apply(&config.security);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Failure::os("starting the async runtime"))?;
-    runtime.block_on(serve(path.to_path_buf(), config_digest, config))
+    runtime.block_on(serve(path.to_path_buf(), overrides, config_digest, config))
+}
+
+/// Settings given on the command line, which win over the file at start and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--socket`.
+    pub socket: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(socket) = &self.socket {
+            config.server.socket = socket.clone();
+        }
+    }
 }
 
 pub fn plugin_settings(config: &Config) -> PluginSettings {
@@ -71,6 +87,7 @@ pub async fn keyring(config: &Config, metrics: Arc<Metrics>) -> Result<Keyring, 
 
 async fn serve(
     path: PathBuf,
+    overrides: Overrides,
     config_digest: crate::watch::FileDigest,
     config: Config,
 ) -> Result<(), Failure> {
@@ -94,7 +111,7 @@ async fn serve(
         signal(SignalKind::interrupt()).map_err(Failure::os("installing the SIGINT handler"))?;
     let bound = polykms_core::bind(&spec).map_err(|e| {
         Failure::Os(anyhow::anyhow!(
-            "binding the KMS socket (server.socket) {spec}: {e}"
+            "binding the KMS socket (server.socket): {e}"
         ))
     })?;
     let plugin = Plugin::start(plugin_settings(&config), ring, metrics).await;
@@ -115,6 +132,7 @@ async fn serve(
     });
     let reload_task = tokio::spawn(reload::run(
         path,
+        overrides,
         config_digest,
         config.clone(),
         plugin.clone(),
