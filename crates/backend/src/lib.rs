@@ -43,6 +43,13 @@ pub trait KeyEncryptionBackend: Send + Sync + Debug + 'static {
     /// Unwraps what `wrap` produced (under any key version the store still has).
     async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError>;
 
+    /// Whether `unwrap` can work on this node now. A wrap-only backend (an escrow public key
+    /// whose private half is kept offline) says no: Decrypt then skips its wraps without
+    /// calling it, and names it when no other wrap could be tried.
+    fn can_unwrap(&self) -> bool {
+        true
+    }
+
     /// Health check: proves the key store is reachable and the key usable, and returns the
     /// current key version. The default asks for the key version; backends override it when
     /// a cheaper or more thorough check exists.

@@ -18,6 +18,12 @@ pub enum CoreError {
     /// The envelope names backends that are not configured.
     #[error("envelope was wrapped by backend(s) {0:?}, none of which is configured")]
     UnknownBackends(Vec<String>),
+    /// The only configured backends the envelope names cannot unwrap on this node.
+    #[error(
+        "envelope can only be unwrapped by wrap-only backend(s) {0:?}: their private key is not \
+         configured on this node (see docs/operations.md, \"Disaster recovery\")"
+    )]
+    WrapOnly(Vec<String>),
     /// A backend failed.
     #[error("backend {backend}: {source}")]
     Backend {
@@ -45,7 +51,7 @@ impl CoreError {
     pub fn code(&self) -> Code {
         match self {
             CoreError::InvalidRequest(_) | CoreError::Envelope(_) => Code::InvalidArgument,
-            CoreError::UnknownBackends(_) => Code::FailedPrecondition,
+            CoreError::UnknownBackends(_) | CoreError::WrapOnly(_) => Code::FailedPrecondition,
             CoreError::Deadline(_) => Code::DeadlineExceeded,
             CoreError::Config(_) => Code::Internal,
             CoreError::Backend { source, .. } => match source.kind() {
@@ -70,6 +76,7 @@ impl CoreError {
             CoreError::InvalidRequest(_) => "invalid_request",
             CoreError::Envelope(_) => "invalid_envelope",
             CoreError::UnknownBackends(_) => "unknown_backend",
+            CoreError::WrapOnly(_) => "wrap_only",
             CoreError::Deadline(_) => "deadline",
             CoreError::Config(_) => "config",
             CoreError::Backend { source, .. } => source.kind().as_str(),

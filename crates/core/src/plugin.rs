@@ -392,6 +392,16 @@ impl Plugin {
                 envelope.wraps.iter().map(|w| w.backend.clone()).collect(),
             ));
         }
+        // Wrap-only backends (an escrow key without its private half) are skipped, not called.
+        let wrap_only: Vec<String> = candidates
+            .iter()
+            .filter(|(slot, _)| !slot.backend.can_unwrap())
+            .map(|(slot, _)| slot.name.clone())
+            .collect();
+        candidates.retain(|(slot, _)| slot.backend.can_unwrap());
+        if candidates.is_empty() {
+            return Err(CoreError::WrapOnly(wrap_only));
+        }
         // Each format's wraps are bound to its own AAD: a downgraded envelope unwraps nowhere.
         let legacy_aad;
         let aad: &[u8] = if envelope.version == FORMAT_CURRENT {

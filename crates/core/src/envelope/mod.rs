@@ -146,8 +146,11 @@ fn encode(
     }
     let trailer = if seed.is_some() { COMMITMENT_LEN } else { 0 };
     let mut external = vec![false; wraps.len()];
-    // The first wrap always stays inline: an envelope must be decryptable on its own.
-    for moved in (1..=wraps.len()).rev() {
+    // Wraps move to annotations last first. Versions 1 and 2 keep the first wrap inline;
+    // version 3 moves it too when nothing else makes the envelope fit (a post-quantum escrow
+    // wrap alone is larger than the whole ciphertext bound).
+    let movable = if version >= FORMAT_V3 { 0 } else { 1 };
+    for moved in (movable..=wraps.len()).rev() {
         let mut bytes = encode_head(version, wraps, &external);
         if bytes.len() + trailer <= MAX_CIPHERTEXT {
             if let Some(seed) = seed {
@@ -162,7 +165,7 @@ fn encode(
                 .collect();
             return Ok((bytes, annotations));
         }
-        if moved == 1 {
+        if moved == movable {
             return Err(EnvelopeError::TooLarge(bytes.len() + trailer));
         }
         external[moved - 1] = true;
@@ -246,7 +249,7 @@ impl Envelope {
             let inline = r.take(ct_len)?;
             let in_annotation = flags & FLAG_IN_ANNOTATION != 0;
             let ciphertext = if in_annotation {
-                if index == 0 || inline.len() != ANNOTATION_DIGEST_LEN {
+                if (index == 0 && version < FORMAT_V3) || inline.len() != ANNOTATION_DIGEST_LEN {
                     return Err(EnvelopeError::Malformed("misplaced external wrap"));
                 }
                 let key = annotation_key(index);
@@ -280,7 +283,7 @@ impl Envelope {
         if annotations.len() != referenced {
             let unexpected: Vec<&str> = annotations
                 .keys()
-                .filter(|k| (1..count).all(|i| **k != annotation_key(i)))
+                .filter(|k| (0..count).all(|i| **k != annotation_key(i)))
                 .map(String::as_str)
                 .take(3)
                 .collect();

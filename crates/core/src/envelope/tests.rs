@@ -77,15 +77,19 @@ fn wraps_that_do_not_fit_move_to_annotations() {
 #[test]
 fn the_commitment_counts_towards_the_size_bound() {
     // 4 + (1+1+1+2+1+2+c) = 12 + c bytes of head: c = 1012 fits in version 1 but not with the
-    // 32-byte commitment, and a single wrap cannot move to an annotation.
+    // 32-byte commitment; version 2 could not move a single wrap to an annotation, version 3
+    // does.
     let wraps = vec![wrap("a", "v", 1012)];
     assert_eq!(encode_v1(&wraps).unwrap().0.len(), MAX_CIPHERTEXT);
     assert_eq!(
-        seal(&wraps, &seed(1)),
+        seal_v2(&wraps, &seed(1)),
         Err(EnvelopeError::TooLarge(MAX_CIPHERTEXT + COMMITMENT_LEN))
     );
+    let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
+    assert!(bytes.len() <= MAX_CIPHERTEXT && ann.len() == 1);
     let wraps = vec![wrap("a", "v", 1012 - COMMITMENT_LEN)];
     assert_eq!(seal(&wraps, &seed(1)).unwrap().0.len(), MAX_CIPHERTEXT);
+    assert!(seal(&wraps, &seed(1)).unwrap().1.is_empty());
     // Two wraps that fit together in version 1 overflow once the commitment is added.
     let wraps = vec![wrap("a", "v", 500), wrap("b", "v", 500)];
     assert!(encode_v1(&wraps).unwrap().1.is_empty());
@@ -172,11 +176,34 @@ fn a_wrap_swapped_for_another_seeds_wrap_does_not_verify() {
 }
 
 #[test]
-fn first_wrap_alone_too_large_is_an_error() {
+fn an_envelope_whose_head_alone_is_too_large_is_an_error() {
+    // Even with every wrap in an annotation, a 1100-byte key version does not fit.
+    let long = "v".repeat(1100);
     assert!(matches!(
-        seal(&[wrap("a", "v", 1100)], &seed(1)),
+        seal(&[wrap("a", &long, 40)], &seed(1)),
         Err(EnvelopeError::TooLarge(_))
     ));
+    assert!(matches!(
+        seal_v2(&[wrap("a", "v", 1100)], &seed(1)),
+        Err(EnvelopeError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn a_first_wrap_too_large_for_the_bound_moves_to_an_annotation_in_version_3_only() {
+    // One wrap larger than the whole ciphertext bound (a post-quantum escrow wrap).
+    let wraps = vec![wrap("escrow", "escrow:00", 1200)];
+    let (bytes, ann) = seal(&wraps, &seed(1)).unwrap();
+    assert!(bytes.len() <= MAX_CIPHERTEXT);
+    assert_eq!(ann.keys().collect::<Vec<_>>(), vec!["wrap-0.polykms.io"]);
+    assert_eq!(open(&bytes, &ann, &seed(1)).unwrap(), wraps);
+    // Older formats never moved the first wrap: such an envelope is malformed there.
+    let mut as_v2 = bytes.clone();
+    as_v2[2] = FORMAT_V2;
+    assert_eq!(
+        Envelope::decode(&as_v2, &ann),
+        Err(EnvelopeError::Malformed("misplaced external wrap"))
+    );
 }
 
 #[test]
@@ -253,12 +280,12 @@ proptest! {
     #[test]
     fn decode_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
         let _ = Envelope::decode(&bytes, &BTreeMap::new());
-        for version in [FORMAT_V1, FORMAT_V2] {
+        for version in [FORMAT_V1, FORMAT_V2, FORMAT_V3] {
             let mut prefixed = vec![b'P', b'K', version];
             prefixed.extend_from_slice(&bytes);
             if let Ok(env) = Envelope::decode(&prefixed, &BTreeMap::new()) {
                 // Random bytes never carry a commitment that verifies.
-                if version == FORMAT_V2 {
+                if version != FORMAT_V1 {
                     prop_assert!(env.verify(&seed(0)).is_err());
                 }
             }

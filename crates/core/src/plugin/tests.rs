@@ -21,6 +21,8 @@ struct TestBackend {
     unwraps: AtomicUsize,
     probes: AtomicUsize,
     max_plaintext: AtomicUsize,
+    /// Wrap-only (an escrow key without its private half): `can_unwrap` says no.
+    wrap_only: AtomicBool,
 }
 
 impl TestBackend {
@@ -69,6 +71,10 @@ impl KeyEncryptionBackend for TestBackend {
         let mut ct: Vec<u8> = plaintext.expose().iter().map(|b| b ^ 0x5a).collect();
         ct.extend_from_slice(aad);
         Ok(WrappedKey::new(self.key_version().await?, ct))
+    }
+
+    fn can_unwrap(&self) -> bool {
+        !self.wrap_only.load(Ordering::SeqCst)
     }
 
     async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<SecretBytes, BackendError> {

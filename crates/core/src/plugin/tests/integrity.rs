@@ -263,3 +263,24 @@ async fn version_2_envelopes_decrypt_with_the_aad_they_were_made_with() {
         .unwrap();
     assert_eq!(out.seed, seed(10));
 }
+
+#[tokio::test]
+async fn wraps_of_a_wrap_only_backend_are_skipped_and_named_when_nothing_else_can_unwrap() {
+    let (a, b, p) = two_xor().await;
+    let enc = p.encrypt(seed(11), deadline()).await.unwrap();
+    b.wrap_only.store(true, Ordering::SeqCst);
+    // a unwraps; b is never called.
+    let before = unwraps(&b);
+    assert_eq!(decrypt_of(&p, &enc).await.unwrap().seed, seed(11));
+    assert_eq!(unwraps(&b), before);
+    // A node holding only the wrap-only backend refuses cleanly, naming it.
+    let only_b = plugin(vec![named("b", b.clone())], &["b"]).await;
+    let err = decrypt_of(&only_b, &enc).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("[\"b\"]"), "{err}");
+    assert_eq!(unwraps(&b), before);
+    // With its private key back, it unwraps.
+    b.wrap_only.store(false, Ordering::SeqCst);
+    assert_eq!(decrypt_of(&only_b, &enc).await.unwrap().seed, seed(11));
+    drop(a);
+}
