@@ -7,6 +7,7 @@
 mod binding;
 mod error;
 mod files;
+mod lifecycle;
 mod secret;
 mod sensitive;
 mod types;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 pub use binding::{AAD_DIGEST_LEN, AadDigestBinding};
 pub use error::{BackendError, ErrorKind};
 pub use files::{ConfigFiles, read_private_file};
+pub use lifecycle::{KeyLifecycle, LifecycleFinding, LifecycleState};
 pub use secret::SecretBytes;
 pub use sensitive::SensitiveString;
 pub use types::{KeyVersion, WrappedKey};
@@ -55,6 +57,15 @@ pub trait KeyEncryptionBackend: Send + Sync + Debug + 'static {
     /// a cheaper or more thorough check exists.
     async fn probe(&self) -> Result<KeyVersion, BackendError> {
         self.key_version().await
+    }
+
+    /// Lifecycle of the keys this backend needs — the current one, and `in_use`, the older
+    /// versions Decrypts unwrapped since the plugin started — from a metadata read cheap
+    /// enough to run at every probe. The default knows nothing. Errors are logged at debug and
+    /// leave the last answer standing: the probe, not this, decides health.
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let _ = in_use;
+        Ok(KeyLifecycle::default())
     }
 
     /// When the backend's credentials expire, for those that have expiring credentials.

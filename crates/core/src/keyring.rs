@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use polykms_backend::{KeyEncryptionBackend, KeyVersion};
+use polykms_backend::{KeyEncryptionBackend, KeyLifecycle, KeyVersion};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -50,6 +50,34 @@ pub struct Health {
     /// Short, secret-free reason when unhealthy.
     pub reason: Option<String>,
     pub last_success: Option<SystemTime>,
+    /// What the key store last said of the keys' lifecycle.
+    pub lifecycle: KeyLifecycle,
+}
+
+/// Older key versions a backend's unwraps used, most recent last: what its lifecycle read
+/// must also cover. Bounded; the least recently used version goes first.
+#[derive(Debug, Default)]
+struct UnwrappedVersions(Mutex<Vec<KeyVersion>>);
+
+/// Versions remembered per backend.
+const MAX_UNWRAPPED_VERSIONS: usize = 32;
+
+impl UnwrappedVersions {
+    fn note(&self, version: &KeyVersion) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if list.last() == Some(version) {
+            return;
+        }
+        list.retain(|v| v != version);
+        list.push(version.clone());
+        if list.len() > MAX_UNWRAPPED_VERSIONS {
+            list.remove(0);
+        }
+    }
+
+    fn list(&self) -> Vec<KeyVersion> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// One configured backend and its health.
@@ -59,6 +87,7 @@ pub struct BackendSlot {
     pub backend: Arc<dyn KeyEncryptionBackend>,
     health: RwLock<Health>,
     wake: Notify,
+    unwrapped: UnwrappedVersions,
 }
 
 impl BackendSlot {
@@ -85,6 +114,11 @@ impl BackendSlot {
             .expect("health lock is never poisoned: no panics under it")
             .healthy
             == Some(true)
+    }
+
+    /// Records a key version an unwrap used, so lifecycle reads cover it.
+    pub fn note_unwrapped(&self, version: &KeyVersion) {
+        self.unwrapped.note(version);
     }
 
     /// Asks the prober to check now (a call just failed in a way that suggests an outage).
@@ -164,6 +198,7 @@ impl Keyring {
                 backend: b.backend,
                 health: RwLock::new(Health::default()),
                 wake: Notify::new(),
+                unwrapped: UnwrappedVersions::default(),
             }));
         }
         if encrypt_with.is_empty() {
@@ -313,6 +348,18 @@ impl Keyring {
         *current = next;
     }
 
+    /// Carries over the key versions that `old`'s backends unwrapped to the backends of the same
+    /// name here (a reload keeps what Decrypts still use in view).
+    pub fn inherit_unwrapped(&self, old: &Keyring) {
+        for slot in &self.slots {
+            if let Some(prev) = old.slot(&slot.name) {
+                for v in prev.unwrapped.list() {
+                    slot.unwrapped.note(&v);
+                }
+            }
+        }
+    }
+
     /// Probes every backend once, concurrently, each bounded by `timeout`.
     pub async fn probe_all(&self, timeout: Duration) {
         futures::future::join_all(self.slots.iter().map(|s| self.probe_slot(s, timeout))).await;
@@ -332,19 +379,36 @@ impl Keyring {
             .unwrap_or_else(|e| e.kind().as_str());
         self.metrics
             .backend_call(&slot.name, "probe", outcome, started.elapsed());
+        let lifecycle = self.read_lifecycle(slot, timeout).await;
         let was = slot.health().healthy;
-        let healthy = result.is_ok();
+        // A key the store says can no longer wrap is unhealthy even if the probe passed (a
+        // probe that does not wrap), and the reason says why and what undoes it.
+        let blocking = lifecycle.as_ref().and_then(|l| l.blocking().cloned());
+        let healthy = result.is_ok() && blocking.is_none();
+        let reason = match (&result, &blocking) {
+            (_, Some(finding)) => match &result {
+                Err(e) => Some(format!("{finding} ({e})")),
+                Ok(_) => Some(finding.to_string()),
+            },
+            (Err(e), None) => Some(e.to_string()),
+            (Ok(_), None) => None,
+        };
         match result {
             Ok(version) => slot.set_health(|h| {
-                h.healthy = Some(true);
+                h.healthy = Some(healthy);
                 h.key_version = Some(version);
-                h.reason = None;
-                h.last_success = Some(SystemTime::now());
+                h.reason = reason;
+                if healthy {
+                    h.last_success = Some(SystemTime::now());
+                }
             }),
-            Err(e) => slot.set_health(|h| {
+            Err(_) => slot.set_health(|h| {
                 h.healthy = Some(false);
-                h.reason = Some(e.to_string());
+                h.reason = reason;
             }),
+        }
+        if let Some(lifecycle) = lifecycle {
+            self.record_lifecycle(slot, lifecycle);
         }
         if was != Some(healthy) {
             let h = slot.health();
@@ -359,6 +423,44 @@ impl Keyring {
             .backend_health(&slot.name, healthy, slot.backend.credential_expiry());
         self.refresh_key_id();
         healthy
+    }
+
+    /// The key store's word on the keys' lifecycle, or `None` when it could not be read (the
+    /// last answer then stands; the probe decides health).
+    async fn read_lifecycle(&self, slot: &BackendSlot, timeout: Duration) -> Option<KeyLifecycle> {
+        let in_use = slot.unwrapped.list();
+        match tokio::time::timeout(timeout, slot.backend.key_lifecycle(&in_use)).await {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %slot.name, error = %e, "key lifecycle not readable");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(backend = %slot.name, "key lifecycle read got no answer in time");
+                None
+            }
+        }
+    }
+
+    /// Stores, exports and, when it changed, logs what the key store says of the keys.
+    fn record_lifecycle(&self, slot: &BackendSlot, lifecycle: KeyLifecycle) {
+        self.metrics.key_lifecycle(&slot.name, &lifecycle);
+        let previous = slot.health().lifecycle;
+        if previous == lifecycle {
+            return;
+        }
+        for finding in lifecycle
+            .findings
+            .iter()
+            .filter(|f| !previous.findings.contains(f))
+        {
+            tracing::warn!(backend = %slot.name, state = finding.state.as_str(),
+                blocks_wrap = finding.blocks_wrap, "{finding}");
+        }
+        if lifecycle.findings.is_empty() {
+            tracing::info!(backend = %slot.name, "key lifecycle: nothing scheduled, every key active");
+        }
+        slot.set_health(|h| h.lifecycle = lifecycle);
     }
 
     /// Starts one background prober per backend; they stop when the keyring is dropped.

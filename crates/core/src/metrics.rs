@@ -49,6 +49,15 @@ struct KeyIdLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleLabels {
+    backend: String,
+    state: &'static str,
+}
+
+/// The `state` of `polykms_key_lifecycle` when the key store reports nothing to worry about.
+pub const LIFECYCLE_OK: &str = "ok";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -73,6 +82,8 @@ pub struct Metrics {
     backend_last_success: Family<BackendLabels, FloatGauge>,
     credential_expiry: Family<BackendLabels, FloatGauge>,
     key_id_info: Family<KeyIdLabels, Gauge>,
+    key_lifecycle: Family<LifecycleLabels, Gauge>,
+    key_deletion: Family<BackendLabels, FloatGauge>,
     key_id_changes: Counter,
     coalesced: Counter,
     unwrap_cache_hits: Counter,
@@ -190,6 +201,18 @@ impl Metrics {
             "Current key_id and the key version of each encrypt backend behind it",
             key_id_info.clone(),
         );
+        let key_lifecycle = Family::<LifecycleLabels, Gauge>::default();
+        registry.register(
+            "key_lifecycle",
+            "Lifecycle of the keys a backend needs, as its key store reports it: 1 for each state that applies (ok when none does)",
+            key_lifecycle.clone(),
+        );
+        let key_deletion = Family::<BackendLabels, FloatGauge>::default();
+        registry.register(
+            "key_deletion_timestamp_seconds",
+            "When the key store deletes, destroys or expires a key this backend needs (Unix time; absent when nothing is scheduled)",
+            key_deletion.clone(),
+        );
         let key_id_changes = Counter::default();
         registry.register(
             "key_id_changes",
@@ -242,6 +265,8 @@ impl Metrics {
             backend_last_success,
             credential_expiry,
             key_id_info,
+            key_lifecycle,
+            key_deletion,
             key_id_changes,
             coalesced,
             unwrap_cache_hits,
@@ -370,6 +395,36 @@ impl Metrics {
         self.legacy_envelopes.inc();
     }
 
+    /// Sets `polykms_key_lifecycle` (every state, 0 or 1) and the deletion timestamp of
+    /// `backend`.
+    pub fn key_lifecycle(&self, backend: &str, lifecycle: &polykms_backend::KeyLifecycle) {
+        let states = polykms_backend::LifecycleState::ALL
+            .iter()
+            .map(|s| (s.as_str(), lifecycle.has(*s)));
+        let ok = (LIFECYCLE_OK, lifecycle.findings.is_empty());
+        for (state, on) in std::iter::once(ok).chain(states) {
+            self.key_lifecycle
+                .get_or_create(&LifecycleLabels {
+                    backend: backend.to_string(),
+                    state,
+                })
+                .set(on as i64);
+        }
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        match lifecycle.next_deletion() {
+            Some(at) => {
+                self.key_deletion
+                    .get_or_create(&labels)
+                    .set(unix_seconds(at));
+            }
+            None => {
+                self.key_deletion.remove(&labels);
+            }
+        }
+    }
+
     pub fn reload(&self, ok: bool) {
         self.reloads
             .get_or_create(&OutcomeLabels {
@@ -386,6 +441,16 @@ impl Metrics {
                 self.backend_healthy.remove(&labels);
                 self.backend_last_success.remove(&labels);
                 self.credential_expiry.remove(&labels);
+                self.key_deletion.remove(&labels);
+                let states = polykms_backend::LifecycleState::ALL
+                    .iter()
+                    .map(|s| s.as_str());
+                for state in std::iter::once(LIFECYCLE_OK).chain(states) {
+                    self.key_lifecycle.remove(&LifecycleLabels {
+                        backend: labels.backend.clone(),
+                        state,
+                    });
+                }
             }
         }
     }

@@ -431,6 +431,7 @@ impl Plugin {
                     // unwraps but does not verify ends the Decrypt: trying the next wrap could
                     // only yield a different seed for the same object.
                     envelope.verify(&seed)?;
+                    slot.note_unwrapped(&wrapped.key_version);
                     return Ok(Unwrapped {
                         seed,
                         backend: slot.name.clone(),
@@ -516,6 +517,7 @@ impl Plugin {
     /// Replaces the backends and `encrypt.with`. The new keyring is probed first; it is
     /// rejected, and the running one kept, when an encrypt backend fails that probe.
     pub async fn reload(&self, keyring: Keyring) -> Result<(), CoreError> {
+        keyring.inherit_unwrapped(&self.keyring.load());
         keyring.probe_all(self.settings.probe.timeout).await;
         if let Err(reasons) = keyring.healthz() {
             self.metrics.reload(false);

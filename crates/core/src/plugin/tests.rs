@@ -23,6 +23,9 @@ struct TestBackend {
     max_plaintext: AtomicUsize,
     /// Wrap-only (an escrow key without its private half): `can_unwrap` says no.
     wrap_only: AtomicBool,
+    /// What `key_lifecycle` answers, and the versions it was last asked about.
+    lifecycle: Mutex<polykms_backend::KeyLifecycle>,
+    lifecycle_asked: Mutex<Vec<KeyVersion>>,
 }
 
 impl TestBackend {
@@ -71,6 +74,14 @@ impl KeyEncryptionBackend for TestBackend {
         let mut ct: Vec<u8> = plaintext.expose().iter().map(|b| b ^ 0x5a).collect();
         ct.extend_from_slice(aad);
         Ok(WrappedKey::new(self.key_version().await?, ct))
+    }
+
+    async fn key_lifecycle(
+        &self,
+        in_use: &[KeyVersion],
+    ) -> Result<polykms_backend::KeyLifecycle, BackendError> {
+        *self.lifecycle_asked.lock().unwrap() = in_use.to_vec();
+        Ok(self.lifecycle.lock().unwrap().clone())
     }
 
     fn can_unwrap(&self) -> bool {
@@ -552,3 +563,4 @@ async fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) {
 }
 
 mod integrity;
+mod lifecycle;
