@@ -27,6 +27,8 @@ pub enum BackendSettings {
     Pkcs11(polykms_pkcs11::Pkcs11Config),
     #[cfg(feature = "kmip")]
     Kmip(polykms_kmip::KmipConfig),
+    #[cfg(feature = "escrow")]
+    Escrow(polykms_escrow::EscrowConfig),
 }
 
 impl BackendSettings {
@@ -46,6 +48,18 @@ impl BackendSettings {
             BackendSettings::Pkcs11(_) => "pkcs11",
             #[cfg(feature = "kmip")]
             BackendSettings::Kmip(_) => "kmip",
+            #[cfg(feature = "escrow")]
+            BackendSettings::Escrow(_) => "escrow",
+        }
+    }
+
+    /// Whether every wrap of this backend exceeds the 1024-byte ciphertext bound, so that it
+    /// can only travel in an annotation (which KMS v1beta1 does not have).
+    pub fn wraps_need_annotations(&self) -> bool {
+        match self {
+            #[cfg(feature = "escrow")]
+            BackendSettings::Escrow(_) => true,
+            _ => false,
         }
     }
 
@@ -66,6 +80,8 @@ impl BackendSettings {
             BackendSettings::Pkcs11(c) => c.file_paths_mut(),
             #[cfg(feature = "kmip")]
             BackendSettings::Kmip(c) => c.file_paths_mut(),
+            #[cfg(feature = "escrow")]
+            BackendSettings::Escrow(c) => c.file_paths_mut(),
         }
     }
 
@@ -98,6 +114,8 @@ impl BackendSettings {
             }
             #[cfg(feature = "kmip")]
             BackendSettings::Kmip(c) => Arc::new(polykms_kmip::KmipBackend::connect(c).await?),
+            #[cfg(feature = "escrow")]
+            BackendSettings::Escrow(c) => Arc::new(polykms_escrow::EscrowBackend::from_config(c)?),
         })
     }
 }

@@ -87,6 +87,12 @@ pub enum Command {
     /// 64 on bad flags (or no StorageVersionMigration API), 69 when the API server cannot be
     /// reached, 77 when RBAC refuses a verb, 130 when stopped by a signal (run again to go on).
     Reencrypt(Box<crate::reencrypt::Args>),
+    /// Keys for `type = "escrow"` backends: a wrap under an offline post-quantum public key.
+    #[cfg(feature = "escrow")]
+    Escrow {
+        #[command(subcommand)]
+        command: crate::escrow::EscrowCommand,
+    },
     /// Print the version and the git revision it was built from.
     Version,
 }
@@ -139,6 +145,8 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         }),
         Command::Reencrypt(args) => crate::reencrypt::run(*args),
+        #[cfg(feature = "escrow")]
+        Command::Escrow { command } => crate::escrow::run(command),
         Command::Version => {
             println!(
                 "polykms {} (git revision {})",

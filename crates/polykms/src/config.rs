@@ -338,6 +338,21 @@ impl Config {
                     "encrypt.with[{i}]: {name:?} is listed twice"
                 )));
             }
+            // An escrow wrap alone exceeds the ciphertext bound: it travels in an annotation.
+            let annotated = self
+                .backends
+                .iter()
+                .find(|b| &b.name == name && b.settings.wraps_need_annotations());
+            if let Some(b) = annotated
+                && self.server.apis.contains(&ApiName::V1Beta1)
+            {
+                return Err(ConfigError(format!(
+                    "encrypt.with[{i}]: {name:?} (type {:?}) wraps larger than the 1024-byte \
+                     ciphertext and needs annotations, which KMS v1beta1 does not have; remove \
+                     \"v1beta1\" from server.apis or {name:?} from encrypt.with",
+                    b.settings.kind()
+                )));
+            }
         }
         Ok(self)
     }

@@ -4,6 +4,8 @@ mod backends;
 mod check;
 mod cli;
 mod config;
+#[cfg(feature = "escrow")]
+mod escrow;
 mod exit;
 mod hardening;
 mod logging;

@@ -286,3 +286,55 @@ with = ["hsm"]
     };
     assert_eq!(p.module, PathBuf::from("libsofthsm2.so"));
 }
+
+#[cfg(feature = "escrow")]
+const ESCROW: &str = r#"
+[server]
+apis = ["v2"]
+[[backends]]
+name = "a"
+type = "local"
+key_files = ["/k"]
+[[backends]]
+name = "escrow"
+type = "escrow"
+public_key_file = "escrow/escrow.pub"
+private_key_file = "/offline/escrow.key"
+[encrypt]
+with = ["a", "escrow"]
+"#;
+
+#[cfg(feature = "escrow")]
+#[test]
+fn escrow_key_files_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(&write(dir.path(), "c.toml", ESCROW)).unwrap();
+    assert_eq!(
+        c.referenced_files,
+        vec![
+            PathBuf::from("/k"),
+            dir.path().join("escrow/escrow.pub"),
+            PathBuf::from("/offline/escrow.key"),
+        ]
+    );
+}
+
+#[cfg(feature = "escrow")]
+#[test]
+fn escrow_in_encrypt_with_is_refused_with_v1beta1_naming_the_fields() {
+    let err = error_of(&ESCROW.replace(r#"apis = ["v2"]"#, r#"apis = ["v2", "v1beta1"]"#));
+    assert!(
+        err.starts_with("encrypt.with[1]: \"escrow\" (type \"escrow\")"),
+        "{err}"
+    );
+    assert!(
+        err.contains("server.apis") && err.contains("annotations"),
+        "{err}"
+    );
+    // Decrypt-only (not in encrypt.with), an escrow backend is fine beside v1beta1.
+    let decrypt_only = ESCROW
+        .replace(r#"apis = ["v2"]"#, r#"apis = ["v2", "v1beta1"]"#)
+        .replace(r#"with = ["a", "escrow"]"#, r#"with = ["a"]"#);
+    let dir = tempfile::tempdir().unwrap();
+    Config::load(&write(dir.path(), "c.toml", &decrypt_only)).unwrap();
+}
