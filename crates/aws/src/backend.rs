@@ -10,13 +10,17 @@ use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
+use aws_sdk_kms::types::KeyMetadata;
+use polykms_backend::{
+    BackendError, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes, WrappedKey,
+};
 
 use crate::client::{self, ExpiryRecorder};
 use crate::config::AwsConfig;
 use crate::context::encryption_context;
 use crate::error::from_sdk_error;
 use crate::key::{KeyRef, KmsArn};
+use crate::lifecycle::{self, LastDescribe};
 use crate::version::{self, Material};
 
 /// KMS accepts at most 4096 bytes of plaintext per Encrypt.
@@ -42,6 +46,8 @@ pub struct AwsBackend {
     current: Mutex<Option<KeyVersion>>,
     /// Set once ListKeyRotations was refused, so the fallback is logged once, not every probe.
     rotations_fallback_logged: AtomicBool,
+    /// The probe's DescribeKey answer, for the lifecycle read that follows it.
+    last_describe: LastDescribe,
 }
 
 impl fmt::Debug for AwsBackend {
@@ -83,12 +89,31 @@ impl AwsBackend {
             expiry: built.expiry,
             current: Mutex::new(None),
             rotations_fallback_logged: AtomicBool::new(false),
+            last_describe: LastDescribe::default(),
         })
     }
 
     /// DescribeKey (and ListKeyRotations where needed): checks the key is usable and returns,
     /// and remembers, its current version.
     async fn inspect(&self) -> Result<KeyVersion, BackendError> {
+        let described = self.describe_key().await;
+        self.last_describe.record(described.clone());
+        let meta = &described?;
+        let arn = meta
+            .arn()
+            .ok_or_else(|| BackendError::internal("DescribeKey: response has no key ARN"))?;
+        version::check_usable(meta)?;
+        let material = match meta.current_key_material_id() {
+            Some(id) => Material::Id(id.to_owned()),
+            None => self.rotation_material(arn).await?,
+        };
+        let v = version::key_version(arn, &material);
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(v.clone());
+        Ok(v)
+    }
+
+    /// DescribeKey of the configured key, checked to be the key asked for.
+    async fn describe_key(&self) -> Result<KeyMetadata, BackendError> {
         let out = self
             .client
             .describe_key()
@@ -97,7 +122,7 @@ impl AwsBackend {
             .await
             .map_err(|e| from_sdk_error("DescribeKey", e))?;
         let meta = out
-            .key_metadata()
+            .key_metadata
             .ok_or_else(|| BackendError::internal("DescribeKey: response has no KeyMetadata"))?;
         let arn = meta
             .arn()
@@ -108,14 +133,7 @@ impl AwsBackend {
                 self.key
             )));
         }
-        version::check_usable(meta)?;
-        let material = match meta.current_key_material_id() {
-            Some(id) => Material::Id(id.to_owned()),
-            None => self.rotation_material(arn).await?,
-        };
-        let v = version::key_version(arn, &material);
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(v.clone());
-        Ok(v)
+        Ok(meta)
     }
 
     /// The newest rotation from ListKeyRotations, or `Initial` where listing is refused or
@@ -280,6 +298,16 @@ impl KeyEncryptionBackend for AwsBackend {
 
     async fn probe(&self) -> Result<KeyVersion, BackendError> {
         self.inspect().await
+    }
+
+    /// The key's state from the probe's DescribeKey (or a DescribeKey of its own when no probe
+    /// just ran). `in_use` is not read: key material versions share the key's state.
+    async fn key_lifecycle(&self, _in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let meta = match self.last_describe.take_fresh() {
+            Some(outcome) => outcome?,
+            None => self.describe_key().await?,
+        };
+        Ok(lifecycle::of_metadata(&meta))
     }
 
     fn credential_expiry(&self) -> Option<SystemTime> {

@@ -301,3 +301,62 @@ async fn describe_and_debug_name_the_key_and_no_secret() {
     let dbg = format!("{b:?}");
     assert!(!dbg.contains(SECRET) && !line.contains(SECRET), "{dbg}");
 }
+
+#[tokio::test]
+async fn lifecycle_reads_the_probes_describe_key_instead_of_calling_again() {
+    let kms = test_server::serve(responder(|_, _| {
+        let pending = describe_ok(r#","DeletionDate":1800000000"#)
+            .replace(r#""KeyState":"Enabled""#, r#""KeyState":"PendingDeletion""#);
+        (200, pending)
+    }))
+    .await;
+    let b = backend_at(&kms.endpoint, ARN).await;
+    let err = b.probe().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyUnavailable, "{err}");
+    let l = b.key_lifecycle(&[KeyVersion::new(ARN)]).await.unwrap();
+    let f = l.blocking().expect("pending deletion stops wraps");
+    assert_eq!(f.key, ARN);
+    assert_eq!(
+        f.at,
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+    );
+    assert!(f.to_string().contains("CancelKeyDeletion"), "{f}");
+    assert_eq!(*kms.calls.lock().unwrap(), ["DescribeKey"]);
+    // Without a probe just before, the lifecycle read asks KMS itself.
+    b.key_lifecycle(&[]).await.unwrap();
+    assert_eq!(*kms.calls.lock().unwrap(), ["DescribeKey", "DescribeKey"]);
+}
+
+#[tokio::test]
+async fn enabled_key_has_an_empty_lifecycle() {
+    let kms = test_server::serve(responder(|_, _| (200, describe_ok("")))).await;
+    let b = backend_at(&kms.endpoint, ARN).await;
+    assert_eq!(
+        b.key_lifecycle(&[]).await.unwrap(),
+        polykms_backend::KeyLifecycle::default()
+    );
+}
+
+#[tokio::test]
+async fn refused_describe_key_is_a_classified_lifecycle_error() {
+    let kms = test_server::serve(responder(|_, _| {
+        (
+            400,
+            error_body("AccessDeniedException", "no kms:DescribeKey"),
+        )
+    }))
+    .await;
+    let b = backend_at(&kms.endpoint, ARN).await;
+    let err = b.key_lifecycle(&[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(err.message().contains("DescribeKey"), "{err}");
+    // A probe that could not read the key leaves nothing to reuse but its error.
+    b.probe().await.unwrap_err();
+    let err = b.key_lifecycle(&[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert_eq!(
+        kms.calls.lock().unwrap().len(),
+        2,
+        "the probe's error is reused"
+    );
+}

@@ -4,7 +4,8 @@
 //!
 //! The key version is the key ARN plus the current key material (DescribeKey, or the newest
 //! ListKeyRotations entry), so automatic or on-demand rotation changes `key_id`. The probe is
-//! DescribeKey: a disabled, pending-deletion or wrong-usage key fails health with the reason.
+//! DescribeKey: a disabled, pending-deletion or wrong-usage key fails health with the reason,
+//! and the same answer tells core the key's lifecycle (what undoes a deletion or a disable).
 //! Credentials come from the SDK's default chain, optionally through an assumed role.
 
 mod backend;
@@ -13,6 +14,7 @@ mod config;
 mod context;
 mod error;
 mod key;
+mod lifecycle;
 #[cfg(test)]
 mod test_server;
 mod version;
