@@ -11,6 +11,7 @@
 mod client;
 mod config;
 mod error;
+mod lifecycle;
 mod protocol;
 mod select;
 mod trust;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use polykms_backend::{
-    BackendError, ErrorKind, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey,
+    BackendError, ErrorKind, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes,
+    WrappedKey,
 };
 use rand::RngCore;
 
@@ -48,6 +50,9 @@ pub struct KmipBackend {
     selector: KeySelector,
     /// Unique Identifier of the key that wraps now, from the last look-up.
     current: ArcSwapOption<String>,
+    /// The key the last successful look-up chose; unlike `current`, never cleared by a failed
+    /// wrap, so the lifecycle read can say why that key stopped wrapping.
+    last_resolved: ArcSwapOption<String>,
 }
 
 impl fmt::Debug for KmipBackend {
@@ -74,6 +79,7 @@ impl KmipBackend {
             client,
             selector: validated.selector,
             current: ArcSwapOption::empty(),
+            last_resolved: ArcSwapOption::empty(),
         })
     }
 
@@ -103,6 +109,7 @@ impl KmipBackend {
         };
         check_usable(&key)?;
         let fresh = Some(Arc::new(key.uid.clone()));
+        self.last_resolved.store(fresh.clone());
         let previous = self.current.swap(fresh);
         if previous.as_deref() != Some(&key.uid) {
             tracing::info!(endpoint = %self.client.address(), key = %key.uid,
@@ -391,6 +398,13 @@ impl KeyEncryptionBackend for KmipBackend {
         let key = self.resolve().await?;
         self.canary(&key.uid).await?;
         Ok(KeyVersion::new(key.uid))
+    }
+
+    /// Get Attributes (State, Deactivation Date) of the key that wraps and of each older key
+    /// in `in_use`: one call per key.
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        self.lifecycle_at(in_use, std::time::SystemTime::now())
+            .await
     }
 
     fn describe(&self) -> String {

@@ -330,11 +330,12 @@ pub fn parse_locate(payload: Option<&Ttlv>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Attributes read from a key to select it and check it can wrap.
-pub const KEY_ATTRIBUTES: [&str; 5] = [
+/// Attributes read from a key to select it, check it can wrap, and report its lifecycle.
+pub const KEY_ATTRIBUTES: [&str; 6] = [
     "State",
     "Activation Date",
     "Initial Date",
+    "Deactivation Date",
     "Cryptographic Algorithm",
     "Cryptographic Usage Mask",
 ];
@@ -347,13 +348,15 @@ pub fn get_attributes(uid: &str, names: &[&str]) -> Vec<Ttlv> {
 }
 
 /// What Get Attributes said about a key. Absent attributes are `None` (servers omit those they
-/// do not keep: PyKMIP keeps no Activation Date).
+/// do not keep: PyKMIP keeps no Activation Date nor Deactivation Date).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyAttributes {
     pub uid: String,
     pub state: Option<u32>,
     pub activation_date: Option<i64>,
     pub initial_date: Option<i64>,
+    /// When the server moves the key from Active to Deactivated (seconds since the epoch).
+    pub deactivation_date: Option<i64>,
     pub algorithm: Option<u32>,
     pub usage_mask: Option<i32>,
 }
@@ -380,6 +383,7 @@ pub fn parse_key_attributes(uid: &str, payload: Option<&Ttlv>) -> KeyAttributes 
             "State" => out.state = value.as_enumeration(),
             "Activation Date" => out.activation_date = value.as_date_time(),
             "Initial Date" => out.initial_date = value.as_date_time(),
+            "Deactivation Date" => out.deactivation_date = value.as_date_time(),
             "Cryptographic Algorithm" => out.algorithm = value.as_enumeration(),
             "Cryptographic Usage Mask" => out.usage_mask = value.as_integer(),
             _ => {}

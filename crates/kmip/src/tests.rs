@@ -2,6 +2,7 @@
 //! ([`fake`]) that answers in the wire shapes of a real one.
 
 mod fake;
+mod lifecycle;
 
 use std::sync::Mutex;
 

@@ -157,6 +157,7 @@ fn key_attributes_are_read_by_name_and_missing_ones_stay_unknown() {
             Ttlv::text(tag::UNIQUE_IDENTIFIER, "7"),
             attr("State", Value::Enumeration(state::ACTIVE)),
             attr("Initial Date", Value::DateTime(1_700_000_000)),
+            attr("Deactivation Date", Value::DateTime(1_800_000_000)),
             attr("Cryptographic Usage Mask", Value::Integer(12)),
             attr("x-Custom", Value::TextString("ignored".into())),
         ],
@@ -164,6 +165,7 @@ fn key_attributes_are_read_by_name_and_missing_ones_stay_unknown() {
     let a = parse_key_attributes("7", Some(&payload));
     assert_eq!(a.state, Some(state::ACTIVE));
     assert_eq!(a.initial_date, Some(1_700_000_000));
+    assert_eq!(a.deactivation_date, Some(1_800_000_000));
     assert_eq!(a.usage_mask, Some(12));
     assert_eq!(a.activation_date, None);
     assert_eq!(a.algorithm, None);

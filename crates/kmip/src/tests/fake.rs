@@ -191,6 +191,17 @@ pub fn located(uids: &[&str]) -> Answer {
 
 /// Get Attributes' answer for an AES key: State (when given), Initial Date, algorithm, mask.
 pub fn attributes(uid: &str, state: Option<u32>, initial_date: i64) -> Answer {
+    attributes_deactivated_at(uid, state, initial_date, None)
+}
+
+/// [`attributes`] with a Deactivation Date (seconds since the epoch), as servers that keep one
+/// answer (PyKMIP does not).
+pub fn attributes_deactivated_at(
+    uid: &str,
+    state: Option<u32>,
+    initial_date: i64,
+    deactivation_date: Option<i64>,
+) -> Answer {
     let attribute = |name: &str, value: Value| {
         Ttlv::structure(
             tag::ATTRIBUTE,
@@ -205,6 +216,9 @@ pub fn attributes(uid: &str, state: Option<u32>, initial_date: i64) -> Answer {
         payload.push(attribute("State", Value::Enumeration(s)));
     }
     payload.push(attribute("Initial Date", Value::DateTime(initial_date)));
+    if let Some(d) = deactivation_date {
+        payload.push(attribute("Deactivation Date", Value::DateTime(d)));
+    }
     payload.push(attribute(
         "Cryptographic Algorithm",
         Value::Enumeration(protocol::ALGORITHM_AES),
