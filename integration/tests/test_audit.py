@@ -301,3 +301,18 @@ def parse_protobuf(buf):
 def parse_map_entry(entry):
     f = parse_protobuf(entry)
     return f[1][0].decode(), f.get(2, [b""])[0]
+
+
+def test_audit_of_a_prefix_that_holds_nothing_fails_and_says_so(etcd, prefix, emulator, workdir, plugins):
+    # A canary that is gone, or a mistyped --prefix, must not pass: nothing was checked.
+    r = audit(prefix + "canary/")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"no key under {prefix}canary/" in r.stderr and "nothing was checked" in r.stderr
+    assert "FAIL: no keys under" in r.stdout
+    rc, out = audit_json(prefix + "canary/")
+    assert rc == 1 and out["passed"] is False and out["report"]["total"] == 0
+    # The same prefix with one value under the expected key passes.
+    p = plugins(workdir, local_config([keygen(workdir / "a.key")]))
+    emulator(p, prefix, "write", "--namespace", "canary", "--count", "1")
+    rc, out = audit_json(prefix + "canary/", "--expect-key-id", key_id(p))
+    assert rc == 0 and out["passed"] is True

@@ -365,3 +365,156 @@ def test_context_selects_the_cluster_and_bad_credentials_stop_with_77(root, fake
     write("wrong-token")
     r = subprocess.run([*base, "--context", "fake"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 77 and "401" in r.stderr, r.stderr
+
+
+def audit_with(prefix, *args):
+    r = subprocess.run([str(BIN), "audit", "--etcd-endpoints", ETCD, "--prefix", prefix,
+                        "--output", "json", *args], capture_output=True, text=True, timeout=120)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_verify_reads_the_storage_paths_of_services_and_custom_resources(root, fake_api, workdir, plugins):
+    a, b = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([a]))
+    # Where kube-apiserver stores them: services under services/specs, a custom resource under
+    # <group>/<plural> (not /registry/services/ nor /registry/widgets/).
+    services, widgets = root + "/services/specs/", root + "/example.com/widgets/"
+    emulate(p, services, "write", "--namespace", "x", "--count", "7")
+    emulate(p, widgets, "write", "--namespace", "x", "--count", "12")
+    new_id = rotate(p, [b, a])
+    api = fake_api(p, root, workdir)
+    verify = ["--verify-etcd-endpoints", ETCD, "--etcd-prefix", root, "--expect-key-id", new_id]
+    rc, out, err = reencrypt_json(api, "--resources", "services,widgets.example.com", *verify)
+    assert rc == 0, err
+    assert [(v["resource"], v["prefix"], v["report"]["kms_v2"]) for v in out["verify"]["resources"]] == [
+        ("services", services, {"polykms": {new_id: 7}}),
+        ("widgets.example.com", widgets, {"polykms": {new_id: 12}})]
+    # A wrong --etcd-prefix reads empty prefixes while the run saw objects: that fails.
+    wrong = ["--verify-etcd-endpoints", ETCD, "--etcd-prefix", root + "-elsewhere", "--expect-key-id", new_id]
+    r = reencrypt(api, "--resources", "services,widgets.example.com", *wrong)
+    assert r.returncode == 1, r.stderr
+    assert "holds no value while the run saw 12 widgets.example.com object(s)" in r.stderr
+    assert "verification read nothing" in r.stdout
+
+
+def test_objects_that_outlast_the_retries_are_kept_and_retried_first_on_resume(
+        root, fake_api, workdir, plugins):
+    a, b = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([a]))
+    secrets = root + "/secrets/"
+    emulate(p, secrets, "write", "--namespace", "ns", "--count", "30")
+    new_id = rotate(p, [b, a])
+    state = workdir / "outage.state"
+    args = ["--state-file", str(state), "--page-size", "10"]
+
+    down = fake_api(p, root, workdir, "--fail-objects", "ns/secret-00003,ns/secret-00017")
+    rc, out, err = reencrypt_json(down, *args)
+    assert rc == 1, err
+    assert sorted(f["object"] for f in out["failures"]) == ["ns/secret-00003", "ns/secret-00017"]
+    assert out["total"]["failed"] == 2 and out["total"]["rewritten"] == 28
+    assert out["state_file"] == str(state)
+    saved = json.loads(state.read_text())["resources"]["secrets"]
+    assert saved["done"] and sorted(saved["failed"]) == ["ns/secret-00003", "ns/secret-00017"]
+    assert "not rewritten" in err
+    down.stop()
+
+    # Resumed while one is still down: it names exactly the object still not rewritten.
+    half = fake_api(p, root, workdir, "--fail-objects", "ns/secret-00017")
+    rc, out, err = reencrypt_json(half, *args)
+    assert rc == 1, err
+    assert [f["object"] for f in out["failures"]] == ["ns/secret-00017"]
+    assert out["total"]["failed"] == 1 and out["total"]["rewritten"] == 29
+    half.stop()
+    rc, out = audit_with(secrets, "--expect-key-id", new_id)
+    assert rc == 1 and [f["key"] for f in out["report"]["findings"]] == [secrets + "ns/secret-00017"]
+
+    healthy = fake_api(p, root, workdir)
+    rc, out, err = reencrypt_json(healthy, *args)
+    assert rc == 0, err
+    assert out["failures"] == [] and out["total"]["rewritten"] == 30 and out["total"]["failed"] == 0
+    assert not state.exists()
+    assert audit_with(secrets, "--expect-key-id", new_id)[0] == 0
+
+
+def test_a_state_file_of_another_cluster_or_rotation_is_refused(root, fake_api, workdir, plugins):
+    a, b = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([a]))
+    emulate(p, root + "/secrets/", "write", "--namespace", "ns", "--count", "10")
+    new_id = rotate(p, [b, a])
+    state = workdir / "bound.state"
+    verify = ["--verify-etcd-endpoints", ETCD, "--etcd-prefix", root]
+    # A run that leaves its state file behind (one object down), bound to this key_id.
+    api = fake_api(p, root, workdir, "--fail-objects", "ns/secret-00004")
+    r = reencrypt(api, "--state-file", str(state), *verify, "--expect-key-id", new_id)
+    assert r.returncode == 1 and state.exists(), r.stderr
+    target = json.loads(state.read_text())["target"]
+    assert target["expect_key_id"] == new_id and target["cluster_uid"] and target["server"] == api.url + "/"
+
+    other_rotation = reencrypt(api, "--state-file", str(state), *verify, "--expect-key-id", "pk1-other")
+    assert other_rotation.returncode == 64, other_rotation.stderr
+    assert "another rotation" in other_rotation.stderr and "--discard-state" in other_rotation.stderr
+
+    other_root = root.replace("/registry", "/other/registry")
+    other_cluster = fake_api(p, other_root, workdir)
+    r = reencrypt(other_cluster, "--state-file", str(state))
+    assert r.returncode == 64 and "another cluster" in r.stderr, r.stderr
+    # --discard-state starts over (the other cluster holds nothing: the state goes away).
+    r = reencrypt(other_cluster, "--state-file", str(state), "--discard-state")
+    assert r.returncode == 0 and not state.exists(), r.stderr
+
+
+def test_kms_v1_a_plain_run_says_it_rewrote_nothing_and_audit_reads_v1_key_ids(
+        root, fake_api, workdir, plugins):
+    a, b = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([a]))
+    old_id = key_id(p)
+    secrets = root + "/secrets/"
+    emulate(p, secrets, "write", "--namespace", "v1", "--count", "40")
+    api = fake_api(p, root, workdir, "--kms-v1")
+    # Stored again by a KMS v1 provider: every value becomes k8s:enc:kms:v1 under key a.
+    rc, out, err = reencrypt_json(api, "--force-rewrite")
+    assert rc == 0 and out["total"]["rewritten"] == 40, err
+    rc, out = audit_with(secrets, "--expect-key-id", old_id)
+    assert rc == 1 and out["report"]["classes"] == {"kms-v1": 40}
+    assert "not KMS v2" in out["report"]["findings"][0]["reason"]
+    rc, out = audit_with(secrets, "--expect-key-id", old_id, "--allow-kms-v1")
+    assert rc == 0, out
+    assert out["report"]["kms_v1"] == {"polykms": {old_id: 40}}
+
+    new_id = rotate(p, [b, a])
+    # A plain run: the apiserver has no staleness signal and stores nothing again.
+    rc, out, err = reencrypt_json(api)
+    assert rc == 0, err
+    assert out["total"]["already_current"] == 40 and out["total"]["rewritten"] == 0
+    assert out["nothing_rewritten"] and "--force-rewrite" in out["note"] and "KMS v1" in out["note"]
+    r = reencrypt(api)
+    assert "rewrote nothing" in r.stdout and "--force-rewrite" in r.stdout
+    verify = ["--verify-etcd-endpoints", ETCD, "--etcd-prefix", root, "--expect-key-id", new_id]
+    r = reencrypt(api, *verify)
+    assert r.returncode == 1 and "KMS v1" in r.stderr and "--force-rewrite" in r.stderr, r.stderr
+    assert audit_with(secrets, "--expect-key-id", new_id, "--allow-kms-v1")[0] == 1
+
+    rc, out, err = reencrypt_json(api, "--force-rewrite", *verify, "--allow-kms-v1")
+    assert rc == 0 and out["total"]["rewritten"] == 40 and out["verify"]["passed"], err
+    rc, out = audit_with(secrets, "--expect-key-id", new_id, "--allow-kms-v1")
+    assert rc == 0 and out["report"]["kms_v1"] == {"polykms": {new_id: 40}}
+
+
+def test_storage_version_migration_retries_a_throttled_create_and_gives_up_at_the_timeout(
+        root, fake_api, workdir, plugins):
+    a, b = keygen(workdir / "a.key"), keygen(workdir / "b.key")
+    p = plugins(workdir, local_config([a]))
+    secrets = root + "/secrets/"
+    emulate(p, secrets, "write", "--namespace", "x", "--count", "20")
+    new_id = rotate(p, [b, a])
+
+    throttled = fake_api(p, root, workdir, "--storage-version-migration", "--throttle-migration-creates", "2")
+    rc, out, err = reencrypt_json(throttled, "--use-storage-version-migration")
+    assert rc == 0, err
+    assert out["resources"][0]["migration"]["condition"] == "Succeeded"
+    assert audit_with(secrets, "--expect-key-id", new_id)[0] == 0
+
+    stuck = fake_api(p, root, workdir, "--storage-version-migration", "--svm-never-completes")
+    r = reencrypt(stuck, "--use-storage-version-migration", "--timeout", "3s", timeout=60)
+    assert r.returncode == 69, r.stderr
+    assert "did not finish within --timeout 3s" in r.stderr and "migration controller" in r.stderr

@@ -126,6 +126,27 @@ pub fn encode_value(provider: &str, object: &EncryptedObject) -> Vec<u8> {
     out
 }
 
+/// The KMS v1 etcd value (`storage/value/encrypt/envelope/envelope.go`, `TransformToStorage`):
+/// `k8s:enc:kms:v1:<provider>:` + 2-byte big-endian length of the plugin's ciphertext of the
+/// DEK + that ciphertext + the encrypted object. (Upstream encrypts the object with AES-CBC or
+/// AES-GCM under the DEK; the emulator seals it as its v2 data, which nothing outside reads.)
+pub fn encode_v1_value(provider: &str, dek_ciphertext: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = format!("k8s:enc:kms:v1:{provider}:").into_bytes();
+    let len = u16::try_from(dek_ciphertext.len()).expect("plugin ciphertexts are <= 1024 bytes");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(dek_ciphertext);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The DEK ciphertext and the encrypted object of a KMS v1 value of `provider`, if it is one.
+pub fn decode_v1_value<'a>(provider: &str, value: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let body = value.strip_prefix(format!("k8s:enc:kms:v1:{provider}:").as_bytes())?;
+    let (len, rest) = body.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
 /// Parses an etcd value written for `provider`.
 pub fn decode_value(provider: &str, value: &[u8]) -> Result<EncryptedObject, EnvelopeError> {
     let body = value
@@ -204,6 +225,18 @@ mod tests {
             decode_value("other", &value),
             Err(EnvelopeError::NotKmsV2(_))
         ));
+    }
+
+    #[test]
+    fn kms_v1_values_carry_the_dek_length_then_the_dek_then_the_data() {
+        let value = encode_v1_value("p", b"DEK", b"data");
+        assert_eq!(value, b"k8s:enc:kms:v1:p:\x00\x03DEKdata".to_vec());
+        assert_eq!(
+            decode_v1_value("p", &value),
+            Some((&b"DEK"[..], &b"data"[..]))
+        );
+        assert_eq!(decode_v1_value("q", &value), None);
+        assert_eq!(decode_v1_value("p", b"k8s:enc:kms:v1:p:\x00\x09DEK"), None);
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {

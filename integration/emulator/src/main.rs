@@ -110,6 +110,19 @@ enum Command {
         /// Every Nth continued list finds etcd compacted past its token (410 Expired).
         #[arg(long, default_value_t = 0)]
         expire_continue_every: u64,
+        /// GETs of these objects (namespace/name, comma-separated) answer 503 every time.
+        #[arg(long, value_delimiter = ',')]
+        fail_objects: Vec<String>,
+        /// The first N StorageVersionMigration creates answer 429.
+        #[arg(long, default_value_t = 0)]
+        throttle_migration_creates: u64,
+        /// StorageVersionMigrations stay Running (no migration controller).
+        #[arg(long)]
+        svm_never_completes: bool,
+        /// Store objects as a KMS v1 provider does: a DEK per write, `k8s:enc:kms:v1:` values,
+        /// and no staleness signal (an unchanged update stores nothing).
+        #[arg(long)]
+        kms_v1: bool,
     },
 }
 
@@ -166,12 +179,17 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             forbid,
             forbid_after,
             expire_continue_every,
+            fail_objects,
+            throttle_migration_creates,
+            svm_never_completes,
+            kms_v1,
         } => {
             ctx.connect(socket, &endpoints).await?;
             let (Some(kms), Some(store)) = (ctx.kms.take(), ctx.store.take()) else {
                 anyhow::bail!("not connected");
             };
-            let storage = kubeapi::Storage::new(kms, store, cli.provider.clone(), etcd_root);
+            let storage =
+                kubeapi::Storage::new(kms, store, cli.provider.clone(), etcd_root, kms_v1);
             let faults = kubeapi::Faults {
                 throttle_every,
                 conflict_every,
@@ -179,6 +197,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 forbid,
                 forbid_after,
                 expire_every: expire_continue_every,
+                fail_objects,
+                throttle_migration_creates,
                 ..Default::default()
             };
             kubeapi::serve(
@@ -189,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                     storage_version_migration,
                     kubeconfig,
                     faults,
+                    svm_never_completes,
                 },
             )
             .await?;

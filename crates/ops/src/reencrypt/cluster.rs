@@ -38,6 +38,11 @@ pub async fn connect(options: &Options) -> Result<Cluster, ReencryptError> {
             .map_err(|e| bad(&e))?,
         (None, None) => kube::Config::infer().await.map_err(|e| bad(&e))?,
     };
+    let mut config = config;
+    // Every retry goes through the run's own rules (at the --qps pace, Retry-After honoured, a
+    // bounded number of attempts): kube's built-in retry layer would add attempts beside them
+    // that --qps does not see (and, with a request that kept failing, was seen to stall).
+    config.default_retry = false;
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config)
         .map_err(|e| ReencryptError::Config(format!("building the Kubernetes client: {e}")))?;

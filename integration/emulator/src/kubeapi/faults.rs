@@ -21,6 +21,11 @@ pub struct Faults {
     /// Every Nth list request with a continue token finds etcd compacted past the token's
     /// revision (410 Expired).
     pub expire_every: u64,
+    /// GETs of these objects (`namespace/name`) are answered 503 with `Retry-After: 0`: an
+    /// outage of the objects' storage that outlasts the client's retries.
+    pub fail_objects: Vec<String>,
+    /// The first N StorageVersionMigration creates are answered 429 with `Retry-After: 1`.
+    pub throttle_migration_creates: u64,
     /// Requests seen so far, per kind.
     pub seen: Seen,
 }
@@ -33,6 +38,7 @@ pub struct Seen {
     gets: u64,
     updates: u64,
     continued: u64,
+    migration_creates: u64,
 }
 
 fn every(n: u64, count: u64) -> bool {
@@ -50,6 +56,19 @@ impl Faults {
         name: Option<&str>,
     ) -> Option<Reply> {
         self.seen.requests += 1;
+        if let (Some(ns), Some(n), "get") = (namespace, name, verb)
+            && self.fail_objects.iter().any(|o| *o == format!("{ns}/{n}"))
+        {
+            let mut r = status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                &format!("etcdserver: request timed out reading {resource} {ns}/{n}"),
+                json!({}),
+            );
+            r.headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("0"));
+            return Some(r);
+        }
         if every(self.throttle_every, self.seen.requests) {
             let mut r = status(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -95,6 +114,22 @@ impl Faults {
         due.then(|| match verb {
             "get" => status(StatusCode::NOT_FOUND, "NotFound", "deleted", json!({})),
             _ => status(StatusCode::CONFLICT, "Conflict", "written", json!({})),
+        })
+    }
+
+    /// A 429 for a StorageVersionMigration create, while the first ones are to be throttled.
+    pub fn before_migration(&mut self) -> Option<Reply> {
+        self.seen.migration_creates += 1;
+        (self.seen.migration_creates <= self.throttle_migration_creates).then(|| {
+            let mut r = status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+                json!({ "details": { "retryAfterSeconds": 1 } }),
+            );
+            r.headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("1"));
+            r
         })
     }
 

@@ -30,11 +30,17 @@ pub use faults::Faults;
 pub use storage::Storage;
 use storage::{Listed, Updated};
 
-/// Resources the fake serves (core/v1, namespaced): plural, singular, kind.
-const RESOURCES: [(&str, &str, &str); 2] = [
-    ("secrets", "secret", "Secret"),
-    ("configmaps", "configmap", "ConfigMap"),
+/// Resources the fake serves (all namespaced, all at version v1): group, plural, singular,
+/// kind. services are stored at `services/specs` as kube-apiserver does; widgets.example.com
+/// stands for a custom resource (`<group>/<plural>` in etcd).
+const RESOURCES: [(&str, &str, &str, &str); 4] = [
+    ("", "secrets", "secret", "Secret"),
+    ("", "configmaps", "configmap", "ConfigMap"),
+    ("", "services", "service", "Service"),
+    (CUSTOM_GROUP, "widgets", "widget", "Widget"),
 ];
+/// The group of the custom resource the fake serves.
+const CUSTOM_GROUP: &str = "example.com";
 
 /// Settings of `serve-api`.
 pub struct Settings {
@@ -48,6 +54,8 @@ pub struct Settings {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// Faults to inject.
     pub faults: Faults,
+    /// StorageVersionMigrations stay Running: the API is served, no controller acts on it.
+    pub svm_never_completes: bool,
 }
 
 struct Server {
@@ -138,11 +146,14 @@ enum Route<'a> {
     CoreResources,
     Groups,
     GroupResources(&'a str, &'a str),
+    Namespace(&'a str),
     List {
+        group: &'a str,
         resource: &'a str,
         namespace: Option<&'a str>,
     },
     Object {
+        group: &'a str,
         resource: &'a str,
         namespace: &'a str,
         name: &'a str,
@@ -150,6 +161,14 @@ enum Route<'a> {
     Migrations,
     Migration(&'a str),
     Unknown,
+}
+
+/// The API group of a resource path: `/api/...` is the core group, `/apis/<group>/...`.
+fn group_of<'a>(parts: &[&'a str]) -> &'a str {
+    match parts {
+        ["apis", group, ..] => group,
+        _ => "",
+    }
 }
 
 fn route(path: &str) -> Route<'_> {
@@ -161,15 +180,21 @@ fn route(path: &str) -> Route<'_> {
         ["apis", svm::GROUP, svm::VERSION, svm::PLURAL] => Route::Migrations,
         ["apis", svm::GROUP, svm::VERSION, svm::PLURAL, name] => Route::Migration(name),
         ["apis", group, version] => Route::GroupResources(group, version),
-        ["api", "v1", resource] => Route::List {
+        ["api", "v1", "namespaces", name] => Route::Namespace(name),
+        ["api", "v1", resource] | ["apis", _, "v1", resource] => Route::List {
+            group: group_of(&parts),
             resource,
             namespace: None,
         },
-        ["api", "v1", "namespaces", ns, resource] => Route::List {
+        ["api", "v1", "namespaces", ns, resource]
+        | ["apis", _, "v1", "namespaces", ns, resource] => Route::List {
+            group: group_of(&parts),
             resource,
             namespace: Some(ns),
         },
-        ["api", "v1", "namespaces", ns, resource, name] => Route::Object {
+        ["api", "v1", "namespaces", ns, resource, name]
+        | ["apis", _, "v1", "namespaces", ns, resource, name] => Route::Object {
+            group: group_of(&parts),
             resource,
             namespace: ns,
             name,
@@ -236,33 +261,49 @@ impl Server {
                     && version == svm::VERSION
                 {
                     Ok(reply(StatusCode::OK, &svm::resources()))
+                } else if group == CUSTOM_GROUP && version == "v1" {
+                    Ok(reply(StatusCode::OK, &resource_list(CUSTOM_GROUP)))
                 } else {
                     Ok(not_found(&path))
                 }
             }
+            (Route::Namespace("kube-system"), Method::GET) => {
+                let uid = self.storage.lock().await.cluster_uid();
+                Ok(reply(
+                    StatusCode::OK,
+                    &json!({ "apiVersion": "v1", "kind": "Namespace",
+                             "metadata": { "name": "kube-system", "uid": uid } }),
+                ))
+            }
             (
                 Route::List {
+                    group,
                     resource,
                     namespace,
                 },
                 Method::GET,
-            ) if known(resource) => self.list(resource, namespace, &query, metadata_only).await,
+            ) if known(group, resource) => {
+                self.list(group, resource, namespace, &query, metadata_only)
+                    .await
+            }
             (
                 Route::Object {
+                    group,
                     resource,
                     namespace,
                     name,
                 },
                 Method::GET,
-            ) if known(resource) => self.get(resource, namespace, name).await,
+            ) if known(group, resource) => self.get(group, resource, namespace, name).await,
             (
                 Route::Object {
+                    group,
                     resource,
                     namespace,
                     name,
                 },
                 Method::PUT,
-            ) if known(resource) => self.put(resource, namespace, name, &body).await,
+            ) if known(group, resource) => self.put(group, resource, namespace, name, &body).await,
             (Route::Migrations, Method::POST) if self.settings.storage_version_migration => {
                 svm::create(self, &body).await
             }
@@ -277,7 +318,10 @@ impl Server {
     }
 
     fn groups(&self) -> Value {
-        let mut groups = vec![];
+        let custom = json!({ "groupVersion": format!("{CUSTOM_GROUP}/v1"), "version": "v1" });
+        let mut groups = vec![
+            json!({ "name": CUSTOM_GROUP, "versions": [custom.clone()], "preferredVersion": custom }),
+        ];
         if self.settings.storage_version_migration {
             let gv = json!({ "groupVersion": format!("{}/{}", svm::GROUP, svm::VERSION), "version": svm::VERSION });
             groups.push(
@@ -289,6 +333,7 @@ impl Server {
 
     async fn list(
         &self,
+        group: &str,
         resource: &str,
         namespace: Option<&str>,
         query: &HashMap<String, String>,
@@ -309,9 +354,11 @@ impl Server {
             storage.store.compact_now(&marker).await?;
         }
         let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
-        let prefix = storage.list_prefix(resource, namespace);
+        let base = storage.list_prefix(group, resource, None);
+        let prefix = storage.list_prefix(group, resource, namespace);
         match storage
             .list(
+                &base,
                 &prefix,
                 limit,
                 continue_token.map(String::as_str),
@@ -337,9 +384,15 @@ impl Server {
         }
     }
 
-    async fn get(&self, resource: &str, namespace: &str, name: &str) -> anyhow::Result<Reply> {
+    async fn get(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Reply> {
         let mut storage = self.storage.lock().await;
-        let key = storage.key(resource, namespace, name);
+        let key = storage.key(group, resource, namespace, name);
         let fault = self
             .faults
             .lock()
@@ -360,6 +413,7 @@ impl Server {
 
     async fn put(
         &self,
+        group: &str,
         resource: &str,
         namespace: &str,
         name: &str,
@@ -378,7 +432,7 @@ impl Server {
             ));
         }
         let mut storage = self.storage.lock().await;
-        let key = storage.key(resource, namespace, name);
+        let key = storage.key(group, resource, namespace, name);
         let fault =
             self.faults
                 .lock()
@@ -409,11 +463,18 @@ impl Server {
     }
 }
 
-fn known(resource: &str) -> bool {
-    RESOURCES.iter().any(|(p, _, _)| *p == resource)
+fn known(group: &str, resource: &str) -> bool {
+    RESOURCES
+        .iter()
+        .any(|(g, p, _, _)| *g == group && *p == resource)
 }
 
 fn core_resources() -> Value {
+    resource_list("")
+}
+
+/// Discovery of the resources of `group` (version v1).
+fn resource_list(group: &str) -> Value {
     let verbs = [
         "create",
         "delete",
@@ -426,11 +487,17 @@ fn core_resources() -> Value {
     ];
     let resources: Vec<Value> = RESOURCES
         .iter()
-        .map(|(plural, singular, kind)| {
+        .filter(|(g, _, _, _)| *g == group)
+        .map(|(_, plural, singular, kind)| {
             json!({ "name": plural, "singularName": singular, "namespaced": true, "kind": kind, "verbs": verbs })
         })
         .collect();
-    json!({ "kind": "APIResourceList", "groupVersion": "v1", "resources": resources })
+    let group_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({ "kind": "APIResourceList", "groupVersion": group_version, "resources": resources })
 }
 
 fn not_found(path: &str) -> Reply {

@@ -26,6 +26,20 @@ pub struct Storage {
     root: String,
     dek: Option<WriteDek>,
     dek_checked: Option<Instant>,
+    /// Write KMS v1 values (one Encrypt per write) instead of KMS v2 ones.
+    kms_v1: bool,
+}
+
+/// Where kube-apiserver keeps a resource under its `--etcd-prefix` (the table and its upstream
+/// sources are in docs/rotation.md, "Where objects live in etcd"): the storage factory's groups
+/// drop the group, a few resources have legacy paths, every other group (custom resources) is
+/// `<group>/<resource>`.
+pub fn resource_path(group: &str, resource: &str) -> String {
+    match (group, resource) {
+        ("", "services") => "services/specs".into(),
+        ("", _) => resource.into(),
+        _ => format!("{group}/{resource}"),
+    }
 }
 
 /// A stored object, decrypted.
@@ -60,7 +74,7 @@ pub enum Listed {
 
 impl Storage {
     /// Storage rooted at `root` (the apiserver's `--etcd-prefix`, e.g. `/registry`).
-    pub fn new(kms: Kms, store: Store, provider: String, root: String) -> Self {
+    pub fn new(kms: Kms, store: Store, provider: String, root: String, kms_v1: bool) -> Self {
         Storage {
             kms,
             store,
@@ -68,20 +82,41 @@ impl Storage {
             root: root.trim_end_matches('/').to_string(),
             dek: None,
             dek_checked: None,
+            kms_v1,
         }
     }
 
     /// The etcd key of an object.
-    pub fn key(&self, resource: &str, namespace: &str, name: &str) -> String {
-        format!("{}/{resource}/{namespace}/{name}", self.root)
+    pub fn key(&self, group: &str, resource: &str, namespace: &str, name: &str) -> String {
+        format!(
+            "{}{namespace}/{name}",
+            self.list_prefix(group, resource, None)
+        )
     }
 
     /// The etcd prefix a list covers.
-    pub fn list_prefix(&self, resource: &str, namespace: Option<&str>) -> String {
+    pub fn list_prefix(&self, group: &str, resource: &str, namespace: Option<&str>) -> String {
+        let path = resource_path(group, resource);
         match namespace {
-            Some(ns) => format!("{}/{resource}/{ns}/", self.root),
-            None => format!("{}/{resource}/", self.root),
+            Some(ns) => format!("{}/{path}/{ns}/", self.root),
+            None => format!("{}/{path}/", self.root),
         }
+    }
+
+    /// A stable identity of this fake cluster (the kube-system namespace's UID): the same for
+    /// every server on the same etcd root.
+    pub fn cluster_uid(&self) -> String {
+        use sha2::Digest as _;
+        let h = sha2::Sha256::digest(self.root.as_bytes());
+        let hex: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
     }
 
     /// A key that is not an object, for the compaction marker.
@@ -112,6 +147,18 @@ impl Storage {
             return Ok(None);
         };
         let current_key_id = self.dek().await?.template.key_id.clone();
+        if let Some((dek, data)) = envelope::decode_v1_value(&self.provider, kv.value()) {
+            // KMS v1 stores no key_id beside the object, so the apiserver has no staleness
+            // signal: a v1 value is never stale, an unchanged update stores nothing.
+            let payload = self.open_v1(dek, data, key).await?;
+            let object: Value =
+                serde_json::from_slice(&payload).context("stored object is not JSON")?;
+            return Ok(Some(Current {
+                object,
+                revision: kv.mod_revision(),
+                stale: false,
+            }));
+        }
         let (payload, stale) = match objects::inspect(&self.provider, kv.value())? {
             Stored::KmsV2(o) => {
                 let seed = self.kms.seed_for(&o).await?;
@@ -132,6 +179,20 @@ impl Storage {
         }))
     }
 
+    /// The object of a KMS v1 value: the plugin's Decrypt of its DEK (through the v2 API, with
+    /// the key_id recomputed from the polykms envelope), then the data.
+    async fn open_v1(&mut self, dek: &[u8], data: &[u8], key: &str) -> anyhow::Result<Vec<u8>> {
+        let envelope = polykms_core::envelope::Envelope::decode(dek, &Default::default())
+            .context("the DEK of a KMS v1 value is not a polykms envelope")?;
+        let object = EncryptedObject {
+            key_id: polykms_core::plugin::envelope_key_id(&envelope),
+            encrypted_dek_source: dek.to_vec(),
+            ..Default::default()
+        };
+        let seed = self.kms.seed_for(&object).await?;
+        Ok(seed.open(data, key.as_bytes())?)
+    }
+
     /// Encrypts `object` under the current key and writes it if `key` is still at `revision`.
     async fn write(
         &mut self,
@@ -141,6 +202,16 @@ impl Storage {
     ) -> anyhow::Result<Option<i64>> {
         let payload = serde_json::to_vec(object)?;
         let provider = self.provider.clone();
+        if self.kms_v1 {
+            // KMS v1: a new DEK for every write, wrapped by one Encrypt.
+            let dek = self.kms.new_write_dek().await?;
+            let value = envelope::encode_v1_value(
+                &provider,
+                &dek.template.encrypted_dek_source,
+                &dek.seed.seal(&payload, key.as_bytes()),
+            );
+            return self.store.replace_at(key.as_bytes(), revision, value).await;
+        }
         let dek = self.dek().await?;
         let value = envelope::encode_value(
             &provider,
@@ -242,6 +313,7 @@ impl Storage {
     /// One page of a list: `limit` objects after the continue token's start key, at its revision.
     pub async fn list(
         &mut self,
+        base: &str,
         prefix: &str,
         limit: i64,
         continue_token: Option<&str>,
@@ -271,11 +343,9 @@ impl Storage {
         let mut items = Vec::with_capacity(range.kvs.len());
         for kv in &range.kvs {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let rel = key.strip_prefix(&format!("{}/", self.root)).unwrap_or(&key);
-            let mut parts = rel.splitn(3, '/');
-            let (Some(_resource), Some(ns), Some(name)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            // `base` is the resource's prefix: what follows is `<ns>/<name>`.
+            let rel = key.strip_prefix(base).unwrap_or(&key);
+            let Some((ns, name)) = rel.split_once('/') else {
                 continue;
             };
             if metadata_only {

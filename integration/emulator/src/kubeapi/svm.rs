@@ -42,15 +42,17 @@ pub async fn create(server: &Arc<Server>, body: &[u8]) -> anyhow::Result<Reply> 
         Ok(v) => v,
         Err(reply) => return Ok(*reply),
     };
+    if let Some(r) = server.faults.lock().await.before_migration() {
+        return Ok(r);
+    }
     let spec = &object["spec"]["resource"];
     let resource = spec["resource"].as_str().unwrap_or_default().to_string();
-    if spec["group"] != "" || spec["version"] != "v1" || !known(&resource) {
+    let group = spec["group"].as_str().unwrap_or_default().to_string();
+    if spec["version"] != "v1" || !known(&group, &resource) {
         return Ok(status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            &format!(
-                "spec.resource: this fake migrates core/v1 secrets and configmaps, not {spec}"
-            ),
+            &format!("spec.resource: this fake migrates the v1 resources it serves, not {spec}"),
             json!({}),
         ));
     }
@@ -78,9 +80,13 @@ pub async fn create(server: &Arc<Server>, body: &[u8]) -> anyhow::Result<Reply> 
         .lock()
         .await
         .insert(name.clone(), object.clone());
+    if server.settings.svm_never_completes {
+        // No migration controller: the object is served and stays Running.
+        return Ok(reply(StatusCode::CREATED, &object));
+    }
     let server = server.clone();
     tokio::spawn(async move {
-        let result = migrate(&server, &resource).await;
+        let result = migrate(&server, &group, &resource).await;
         let final_condition = match result {
             Ok(n) => condition("Succeeded", &format!("{n} object(s) stored again")),
             Err(e) => condition("Failed", &format!("{e:#}")),
@@ -92,8 +98,12 @@ pub async fn create(server: &Arc<Server>, body: &[u8]) -> anyhow::Result<Reply> 
     Ok(reply(StatusCode::CREATED, &object))
 }
 
-async fn migrate(server: &Server, resource: &str) -> anyhow::Result<u64> {
-    let prefix = server.storage.lock().await.list_prefix(resource, None);
+async fn migrate(server: &Server, group: &str, resource: &str) -> anyhow::Result<u64> {
+    let prefix = server
+        .storage
+        .lock()
+        .await
+        .list_prefix(group, resource, None);
     let mut start = prefix.clone();
     let mut refreshed = 0;
     loop {
