@@ -88,6 +88,7 @@ pub struct Metrics {
     coalesced: Counter,
     unwrap_cache_hits: Counter,
     legacy_envelopes: Counter,
+    peer_refused: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     /// (api, method, code) → that request counter and the (api, method) histogram.
     request_series: SeriesCache<(&'static str, &'static str, &'static str)>,
@@ -237,6 +238,12 @@ impl Metrics {
             "Decrypt calls of version-1 multi-wrap envelopes (wraps not bound to each other): re-encrypt",
             legacy_envelopes.clone(),
         );
+        let peer_refused = Counter::default();
+        registry.register(
+            "peer_refused",
+            "Calls refused because the caller's uid/gid is not allowed ([server] allowed_peer_uids / allowed_peer_gids)",
+            peer_refused.clone(),
+        );
         let reloads = Family::<OutcomeLabels, Counter>::default();
         // Both outcomes exist from the start, so `increase()` sees the first failure.
         for outcome in ["success", "failure"] {
@@ -271,6 +278,7 @@ impl Metrics {
             coalesced,
             unwrap_cache_hits,
             legacy_envelopes,
+            peer_refused,
             reloads,
             request_series: SeriesCache::default(),
             backend_series: SeriesCache::default(),
@@ -423,6 +431,11 @@ impl Metrics {
                 self.key_deletion.remove(&labels);
             }
         }
+    }
+
+    /// A call refused by the peer check.
+    pub fn peer_refused(&self) {
+        self.peer_refused.inc();
     }
 
     pub fn reload(&self, ok: bool) {

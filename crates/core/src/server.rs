@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use thiserror::Error;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::authority::AuthorityFixStream;
+use crate::peer::{PeerCheck, PeerPolicy};
 use crate::plugin::Plugin;
 use crate::proto::{v1beta1, v2};
 use crate::service_v1::KmsV1Beta1;
@@ -33,30 +35,43 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `apis` on `socket` until `shutdown` resolves, then lets in-flight calls finish and
-/// removes the socket file. `serving` is true while the socket accepts calls (for /readyz).
+/// Serves `apis` on `socket` to the callers `peers` allows until `shutdown` resolves, then lets
+/// in-flight calls finish and removes the socket file. `serving` is true while the socket
+/// accepts calls (for /readyz).
 pub async fn serve(
     plugin: Arc<Plugin>,
     socket: BoundSocket,
     apis: &[Api],
+    peers: PeerPolicy,
     serving: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let peers = Arc::new(peers);
+    let check = |api| {
+        let check = PeerCheck::new(peers.clone(), plugin.metrics().clone(), api);
+        move |request| check.intercept(request)
+    };
     let v2 = apis.contains(&Api::V2).then(|| {
-        v2::key_management_service_server::KeyManagementServiceServer::new(KmsV2::new(
-            plugin.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        InterceptedService::new(
+            v2::key_management_service_server::KeyManagementServiceServer::new(KmsV2::new(
+                plugin.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            check("v2"),
+        )
     });
     let v1 = apis.contains(&Api::V1Beta1).then(|| {
-        v1beta1::key_management_service_server::KeyManagementServiceServer::new(KmsV1Beta1::new(
-            plugin.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        InterceptedService::new(
+            v1beta1::key_management_service_server::KeyManagementServiceServer::new(
+                KmsV1Beta1::new(plugin.clone()),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            check("v1beta1"),
+        )
     });
     let (listener, guard) = socket.into_parts();
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFixStream::new));
-    tracing::info!(socket = %guard.spec(), ?apis, "serving KMS API");
+    tracing::info!(socket = %guard.spec(), ?apis, peers = ?*peers, "serving KMS API");
     serving.store(true, Ordering::SeqCst);
     let result = Server::builder()
         .add_optional_service(v2)

@@ -2,7 +2,8 @@
 //!
 //! A stale socket left by a crash is replaced; a live one (another plugin answers) or a path
 //! that is not a socket is an error, never deleted. The socket is created 0600, its missing
-//! parent directories 0700, and a world-writable directory without the sticky bit is refused
+//! parent directories 0700 (or `[server] socket_mode` / `socket_group` when the socket is
+//! shared with a group), and a world-writable directory without the sticky bit is refused
 //! (anyone could swap the socket). `@name` is a Linux abstract socket: no file at all.
 
 use std::fs;
@@ -150,8 +151,33 @@ impl SocketGuard {
     }
 }
 
-/// Binds the socket following the rules above. Must run inside a tokio runtime.
+/// Who may open the socket file (a path socket; an abstract socket has no file, and only the
+/// peer check protects it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketAccess {
+    /// Permission bits of the socket file (`[server] socket_mode`): 0600 by default; 0660 with
+    /// `group` to share it with apiservers of that group.
+    pub mode: u32,
+    /// Group of the socket file (`[server] socket_group`), and of the directories made for it.
+    pub group: Option<u32>,
+}
+
+impl Default for SocketAccess {
+    fn default() -> Self {
+        SocketAccess {
+            mode: 0o600,
+            group: None,
+        }
+    }
+}
+
+/// Binds the socket following the rules above, 0600. Must run inside a tokio runtime.
 pub fn bind(spec: &SocketSpec) -> Result<BoundSocket, SocketError> {
+    bind_with(spec, SocketAccess::default())
+}
+
+/// Binds the socket with the given file mode and group. Must run inside a tokio runtime.
+pub fn bind_with(spec: &SocketSpec, access: SocketAccess) -> Result<BoundSocket, SocketError> {
     match spec {
         SocketSpec::Abstract(name) => bind_abstract(name).map(|listener| BoundSocket {
             listener,
@@ -160,7 +186,7 @@ pub fn bind(spec: &SocketSpec) -> Result<BoundSocket, SocketError> {
                 identity: None,
             },
         }),
-        SocketSpec::Path(path) => bind_path(path).map(|(listener, identity)| BoundSocket {
+        SocketSpec::Path(path) => bind_path(path, access).map(|(listener, identity)| BoundSocket {
             listener,
             guard: SocketGuard {
                 spec: spec.clone(),
@@ -192,17 +218,22 @@ fn bind_abstract(name: &str) -> Result<UnixListener, SocketError> {
     ))
 }
 
-fn bind_path(path: &Path) -> Result<(UnixListener, (u64, u64)), SocketError> {
+fn bind_path(path: &Path, access: SocketAccess) -> Result<(UnixListener, (u64, u64)), SocketError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.exists() {
+        // A group that shares the socket needs to search the directory too.
+        let dir_mode = if access.group.is_some() { 0o750 } else { 0o700 };
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(dir_mode)
             .create(&dir)
             .map_err(io_err(&dir))?;
+        if let Some(gid) = access.group {
+            std::os::unix::fs::chown(&dir, None, Some(gid)).map_err(io_err(&dir))?;
+        }
     }
     let dir_mode = fs::metadata(&dir)
         .map_err(io_err(&dir))?
@@ -223,14 +254,23 @@ fn bind_path(path: &Path) -> Result<(UnixListener, (u64, u64)), SocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(path)(e)),
     }
-    // The socket is created with the umask's mode: make it 0600 from its first instant.
+    // The socket is created with the umask's mode: give it no more than `mode` from its
+    // first instant (and no group access before its group is set).
+    let first = if access.group.is_some() {
+        access.mode & 0o700
+    } else {
+        access.mode
+    };
     // SAFETY: umask only swaps the process file-mode mask; it cannot fail.
-    let old = unsafe { libc::umask(0o177) };
+    let old = unsafe { libc::umask(!first & 0o777) };
     let bound = UnixListener::bind(path);
     // SAFETY: as above, restoring the previous mask.
     unsafe { libc::umask(old) };
     let listener = bound.map_err(io_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+    if let Some(gid) = access.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err(path))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(access.mode)).map_err(io_err(path))?;
     let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
     Ok((listener, (meta.dev(), meta.ino())))
 }

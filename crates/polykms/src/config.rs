@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Toml, Yaml};
 use serde::Deserialize;
 
 use crate::backends::BackendSettings;
+pub use access::AllowedPeers;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +53,16 @@ pub struct ServerConfig {
     /// Reload when the config file, or a file it names, changes on disk (a ConfigMap's
     /// `..data` swap, an editor's save), exactly as on SIGHUP.
     pub watch_config: bool,
+    /// Check callers' uid/gid (SO_PEERCRED) against the lists below, or `any`.
+    pub allowed_peers: AllowedPeers,
+    /// Callers' uids served (default: 0 and the plugin's own uid).
+    pub allowed_peer_uids: Option<Vec<u32>>,
+    /// Callers' primary gids served as well.
+    pub allowed_peer_gids: Vec<u32>,
+    /// The socket file's mode, octal: "0600", or "0660" with `socket_group`.
+    pub socket_mode: String,
+    /// Group (name or gid) of the socket file, for sockets shared by several apiservers.
+    pub socket_group: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +74,11 @@ impl Default for ServerConfig {
             provider_name: "polykms".into(),
             default_timeout: Duration::from_secs(3),
             watch_config: true,
+            allowed_peers: AllowedPeers::default(),
+            allowed_peer_uids: None,
+            allowed_peer_gids: Vec::new(),
+            socket_mode: "0600".into(),
+            socket_group: None,
         }
     }
 }
@@ -293,6 +309,7 @@ impl Config {
         }
         polykms_core::SocketSpec::parse(&self.server.socket)
             .map_err(|e| ConfigError(format!("server.socket: {e}")))?;
+        self.server.socket_access()?;
         self.http.address().map_err(ConfigError)?;
         if self.health.probe_interval.is_zero() || self.health.unhealthy_probe_interval.is_zero() {
             return Err(ConfigError(
@@ -373,6 +390,17 @@ impl Config {
                 a.default_timeout != b.default_timeout,
             ),
             ("server.watch_config", a.watch_config != b.watch_config),
+            ("server.allowed_peers", a.allowed_peers != b.allowed_peers),
+            (
+                "server.allowed_peer_uids",
+                a.allowed_peer_uids != b.allowed_peer_uids,
+            ),
+            (
+                "server.allowed_peer_gids",
+                a.allowed_peer_gids != b.allowed_peer_gids,
+            ),
+            ("server.socket_mode", a.socket_mode != b.socket_mode),
+            ("server.socket_group", a.socket_group != b.socket_group),
             ("http.listen", self.http != next.http),
         ]
         .into_iter()
@@ -434,6 +462,7 @@ pub fn resolve(base: &Path, p: &mut PathBuf) {
     }
 }
 
+mod access;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]

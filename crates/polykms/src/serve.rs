@@ -109,7 +109,8 @@ async fn serve(
         signal(SignalKind::terminate()).map_err(Failure::os("installing the SIGTERM handler"))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(Failure::os("installing the SIGINT handler"))?;
-    let bound = polykms_core::bind(&spec).map_err(|e| {
+    let access = config.server.socket_access()?;
+    let bound = polykms_core::bind_with(&spec, access).map_err(|e| {
         Failure::Os(anyhow::anyhow!(
             "binding the KMS socket (server.socket): {e}"
         ))
@@ -153,7 +154,8 @@ async fn serve(
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    let result = polykms_core::serve(plugin, bound, &apis, serving, shutdown).await;
+    let peers = config.server.peer_policy();
+    let result = polykms_core::serve(plugin, bound, &apis, peers, serving, shutdown).await;
     reload_task.abort();
     if let Some(t) = http_task {
         t.abort();
