@@ -7,7 +7,9 @@
 #   env    prints the env file
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-run="$here/.run"
+# POLYKMS_RUN_DIR: a run directory of its own, so that a second instance (another CI run, on
+# another port) neither stops this one nor overwrites its env file.
+run="${POLYKMS_RUN_DIR:-$here/.run}"
 state="$run/azure-fake"
 port="${POLYKMS_AZURE_FAKE_PORT:-8443}"
 pidfile="$run/azure-fake.pid"

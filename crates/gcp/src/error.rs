@@ -18,6 +18,7 @@ pub(crate) enum Operation {
     Encrypt,
     Decrypt,
     GetCryptoKey,
+    GetCryptoKeyVersion,
 }
 
 impl Operation {
@@ -26,6 +27,7 @@ impl Operation {
             Operation::Encrypt => "encrypt",
             Operation::Decrypt => "decrypt",
             Operation::GetCryptoKey => "get crypto key",
+            Operation::GetCryptoKeyVersion => "get crypto key version",
         }
     }
 }

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod error;
 mod integrity;
+mod lifecycle;
 mod transport;
 
 use std::fmt;
@@ -21,10 +22,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use google_cloud_kms_v1::client::KeyManagementService;
-use google_cloud_kms_v1::model::CryptoKey;
 use google_cloud_kms_v1::model::crypto_key::CryptoKeyPurpose;
 use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionState;
-use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
+use google_cloud_kms_v1::model::{CryptoKey, CryptoKeyVersion};
+use polykms_backend::{
+    BackendError, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes, WrappedKey,
+};
 
 pub use config::{DEFAULT_TIMEOUT_MS, GcpAuth, GcpConfig};
 use error::{Operation, classify};
@@ -105,6 +108,17 @@ impl GcpBackend {
             self.client
                 .get_crypto_key()
                 .set_name(self.key.clone())
+                .send(),
+        )
+        .await
+    }
+
+    async fn crypto_key_version(&self, name: &str) -> Result<CryptoKeyVersion, BackendError> {
+        self.call(
+            Operation::GetCryptoKeyVersion,
+            self.client
+                .get_crypto_key_version()
+                .set_name(name.to_owned())
                 .send(),
         )
         .await
@@ -221,6 +235,19 @@ impl KeyEncryptionBackend for GcpBackend {
     /// GetCryptoKey, then: purpose ENCRYPT_DECRYPT and primary version ENABLED.
     async fn probe(&self) -> Result<KeyVersion, BackendError> {
         primary_version(&self.crypto_key().await?, true)
+    }
+
+    /// GetCryptoKey for the primary version, then GetCryptoKeyVersion for each older version
+    /// that Decrypts used (few: one per rotation still holding data). Any failed read fails
+    /// the whole answer, so core keeps the last complete one.
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let key = self.crypto_key().await?;
+        let primary = key.primary.as_ref().map_or("", |p| p.name.as_str());
+        let mut older = Vec::new();
+        for name in lifecycle::older_in_use(in_use, &self.version_prefix, primary) {
+            older.push(self.crypto_key_version(name).await?);
+        }
+        Ok(KeyLifecycle::of(lifecycle::findings(&key, &older)))
     }
 
     // Access tokens are short-lived and refreshed by the client library on its own; a service

@@ -1,9 +1,9 @@
-//! The Cloud KMS REST calls this backend makes (GetCryptoKey, Encrypt, Decrypt), sent with our
-//! own reqwest client so that the shared proxy and CA settings apply. The client library's
-//! built-in transport makes its own client and cannot take a proxy or extra roots; it accepts
-//! a replacement through `KeyManagementService::from_stub`, which this is. Requests and errors
-//! have the shapes of the library's transport (same JSON mapping, same `Error` kinds), so the
-//! rest of the backend and its error mapping are unchanged.
+//! The Cloud KMS REST calls this backend makes (GetCryptoKey, GetCryptoKeyVersion, Encrypt,
+//! Decrypt), sent with our own reqwest client so that the shared proxy and CA settings apply.
+//! The client library's built-in transport makes its own client and cannot take a proxy or
+//! extra roots; it accepts a replacement through `KeyManagementService::from_stub`, which this
+//! is. Requests and errors have the shapes of the library's transport (same JSON mapping, same
+//! `Error` kinds), so the rest of the backend and its error mapping are unchanged.
 
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_gax::error::Error;
@@ -11,8 +11,8 @@ use google_cloud_gax::error::rpc::Status;
 use google_cloud_gax::options::RequestOptions;
 use google_cloud_gax::response::Response;
 use google_cloud_kms_v1::model::{
-    CryptoKey, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
-    GetCryptoKeyRequest,
+    CryptoKey, CryptoKeyVersion, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse,
+    GetCryptoKeyRequest, GetCryptoKeyVersionRequest,
 };
 use google_cloud_kms_v1::stub::KeyManagementService;
 use serde::Serialize;
@@ -106,6 +106,15 @@ impl KeyManagementService for RestTransport {
         req: GetCryptoKeyRequest,
         _options: RequestOptions,
     ) -> google_cloud_kms_v1::Result<Response<CryptoKey>> {
+        self.call::<(), _>(reqwest::Method::GET, &req.name, None)
+            .await
+    }
+
+    async fn get_crypto_key_version(
+        &self,
+        req: GetCryptoKeyVersionRequest,
+        _options: RequestOptions,
+    ) -> google_cloud_kms_v1::Result<Response<CryptoKeyVersion>> {
         self.call::<(), _>(reqwest::Method::GET, &req.name, None)
             .await
     }

@@ -12,8 +12,10 @@ https://cloud.google.com/kms/docs/reference/rest rather than any one client:
   code (https://cloud.google.com/apis/design/errors#http_mapping);
 - CRC32C checks as in https://cloud.google.com/kms/docs/data-integrity-guidelines.
 
-Admin calls (real API paths): keyRings.create, cryptoKeys.create, cryptoKeys.get,
-cryptoKeys.updatePrimaryVersion, cryptoKeyVersions.create/get/patch(state)/destroy/restore.
+Admin calls (real API paths): keyRings.create, cryptoKeys.create (with an optional
+`destroyScheduledDuration`), cryptoKeys.get, cryptoKeys.updatePrimaryVersion,
+cryptoKeyVersions.create/get/patch(state)/destroy/restore. Versions carry `destroyTime` while
+DESTROY_SCHEDULED and `destroyEventTime` once DESTROYED (see state.py).
 
 Auth: a request without Authorization is served (emulator mode) unless --require-auth. A Bearer
 token must be a self-signed service-account JWT (https://google.aip.dev/auth/4111) signed by a
@@ -47,8 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from crc32c import crc32c
-from state import (ALGORITHMS, PROTECTION_LEVELS, PURPOSES, STATES, MAX_DATA, ApiError, Store,
-                   enum_name)
+from state import (ALGORITHMS, DEFAULT_DESTROY_SCHEDULED_SECONDS, PROTECTION_LEVELS, PURPOSES, STATES,
+                   MAX_DATA, ApiError, Store, enum_name, parse_duration)
 import auth
 
 HTTP_CODES = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
@@ -287,7 +289,10 @@ class FakeKms(ThreadingHTTPServer):
         if purpose not in ("ENCRYPT_DECRYPT", "ASYMMETRIC_SIGN"):
             raise ApiError("INVALID_ARGUMENT", f"The fake supports purposes ENCRYPT_DECRYPT and ASYMMETRIC_SIGN, not {purpose}.")
         skip = (query.get("skipInitialVersionCreation") or ["false"])[0] == "true"
-        return self.store.create_crypto_key(parent, key_id, purpose, skip).resource()
+        duration = field(body, "destroyScheduledDuration")
+        seconds = (DEFAULT_DESTROY_SCHEDULED_SECONDS if duration is None
+                   else parse_duration(duration, "crypto_key.destroy_scheduled_duration"))
+        return self.store.create_crypto_key(parent, key_id, purpose, skip, seconds).resource()
 
     def patch_version(self, name, query, body):
         mask = (query.get("updateMask") or [""])[0]

@@ -4,6 +4,11 @@ Resource model and state machine follow the public references:
 - Resources and names: https://cloud.google.com/kms/docs/resource-hierarchy
 - Version states and the primary version:
   https://cloud.google.com/kms/docs/key-states
+- Scheduled destruction: cryptoKeyVersions.destroy sets state DESTROY_SCHEDULED and
+  `destroyTime` to now + the key's `destroyScheduledDuration` (default 30 days); at that time
+  the version becomes DESTROYED with `destroyEventTime`; restore returns it to DISABLED
+  https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys.cryptoKeyVersions/destroy
+  https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys.cryptoKeyVersions#CryptoKeyVersion
 - Encrypt/Decrypt rules and limits:
   https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys/encrypt
   https://cloud.google.com/kms/docs/reference/rest/v1/projects.locations.keyRings.cryptoKeys/decrypt
@@ -42,8 +47,40 @@ class ApiError(Exception):
         self.message = message
 
 
+# CryptoKey.destroyScheduledDuration when create does not set one (cryptoKeys reference).
+DEFAULT_DESTROY_SCHEDULED_SECONDS = 30 * 24 * 3600
+
+
+def timestamp(when):
+    """A google.protobuf.Timestamp in its JSON form (RFC 3339, UTC, "Z")."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
 def now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(utcnow())
+
+
+def duration(seconds):
+    """A google.protobuf.Duration in its JSON form, e.g. "86400s" or "1.5s"."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def parse_duration(value, field):
+    """A google.protobuf.Duration in its JSON form: seconds with an "s" suffix."""
+    text = str(value)
+    try:
+        if not text.endswith("s"):
+            raise ValueError(text)
+        seconds = float(text[:-1])
+    except ValueError:
+        raise ApiError("INVALID_ARGUMENT", f"Invalid value at '{field}': {value!r}") from None
+    if seconds < 0:
+        raise ApiError("INVALID_ARGUMENT", f"Invalid value at '{field}': {value!r}")
+    return seconds
 
 
 def enum_name(table, value, field):
@@ -65,21 +102,34 @@ class Version:
         self.algorithm = algorithm
         self.material = os.urandom(32)
         self.create_time = now()
-        self.destroy_time = None
+        self.destroy_at = None  # datetime while DESTROY_SCHEDULED
+        self.destroy_event_time = None
+
+    def settle(self):
+        """Destroys the material once the scheduled destroyTime has passed, as KMS does."""
+        if self.state == "DESTROY_SCHEDULED" and utcnow() >= self.destroy_at:
+            self.state, self.material = "DESTROYED", None
+            self.destroy_event_time = timestamp(self.destroy_at)
+            self.destroy_at = None
 
     def resource(self):
+        self.settle()
         r = {"name": self.name, "state": self.state, "protectionLevel": "SOFTWARE",
              "algorithm": self.algorithm, "createTime": self.create_time,
              "generateTime": self.create_time}
-        if self.destroy_time:
-            r["destroyTime"] = self.destroy_time
+        # destroyTime: only while DESTROY_SCHEDULED; destroyEventTime: once DESTROYED.
+        if self.destroy_at is not None:
+            r["destroyTime"] = timestamp(self.destroy_at)
+        if self.destroy_event_time:
+            r["destroyEventTime"] = self.destroy_event_time
         return r
 
 
 class CryptoKey:
-    def __init__(self, name, purpose):
+    def __init__(self, name, purpose, destroy_scheduled_seconds=DEFAULT_DESTROY_SCHEDULED_SECONDS):
         self.name = name
         self.purpose = purpose
+        self.destroy_scheduled_seconds = destroy_scheduled_seconds
         self.algorithm = ("GOOGLE_SYMMETRIC_ENCRYPTION" if purpose == "ENCRYPT_DECRYPT"
                           else "RSA_SIGN_PSS_2048_SHA256")
         self.versions = {}
@@ -95,7 +145,7 @@ class CryptoKey:
     def resource(self):
         r = {"name": self.name, "purpose": self.purpose, "createTime": self.create_time,
              "versionTemplate": {"protectionLevel": "SOFTWARE", "algorithm": self.algorithm},
-             "destroyScheduledDuration": "86400s"}
+             "destroyScheduledDuration": duration(self.destroy_scheduled_seconds)}
         # Only ENCRYPT_DECRYPT keys have a primary version (CryptoKey.primary reference).
         if self.primary is not None:
             r["primary"] = self.versions[self.primary].resource()
@@ -119,13 +169,14 @@ class Store:
         self.key_rings[name] = {"name": name, "createTime": now()}
         return self.key_rings[name]
 
-    def create_crypto_key(self, parent, key_id, purpose, skip_initial_version=False):
+    def create_crypto_key(self, parent, key_id, purpose, skip_initial_version=False,
+                          destroy_scheduled_seconds=DEFAULT_DESTROY_SCHEDULED_SECONDS):
         if parent not in self.key_rings:
             raise ApiError("NOT_FOUND", f"KeyRing {parent} not found.")
         name = f"{parent}/cryptoKeys/{key_id}"
         if name in self.keys:
             raise ApiError("ALREADY_EXISTS", f"CryptoKey {name} already exists.")
-        key = CryptoKey(name, purpose)
+        key = CryptoKey(name, purpose, destroy_scheduled_seconds)
         self.keys[name] = key
         if not skip_initial_version:
             v = key.add_version()
@@ -155,6 +206,7 @@ class Store:
         v = key.versions.get(int(number)) if number.isdigit() else None
         if v is None:
             raise ApiError("NOT_FOUND", f"CryptoKeyVersion {name} not found.")
+        v.settle()
         return key, v
 
     # --- version lifecycle (UpdateCryptoKeyVersion, Destroy, Restore, UpdatePrimaryVersion) --
@@ -169,22 +221,23 @@ class Store:
         return v
 
     def destroy(self, name, immediately=False):
-        _, v = self.version(name)
+        key, v = self.version(name)
         if v.state not in ("ENABLED", "DISABLED"):
             raise ApiError("FAILED_PRECONDITION", f"CryptoKeyVersion {name} is {v.state}.")
-        # Real KMS schedules destruction (destroyScheduledDuration); the control API can skip
-        # the wait and destroy at once.
-        v.state = "DESTROYED" if immediately else "DESTROY_SCHEDULED"
-        v.destroy_time = now()
+        # Real KMS schedules destruction destroyScheduledDuration ahead; the control API can
+        # skip the wait and destroy at once.
+        v.state = "DESTROY_SCHEDULED"
+        v.destroy_at = utcnow() + datetime.timedelta(seconds=key.destroy_scheduled_seconds)
         if immediately:
-            v.material = None
+            v.destroy_at = utcnow()
+            v.settle()
         return v
 
     def restore(self, name):
         _, v = self.version(name)
         if v.state != "DESTROY_SCHEDULED":
             raise ApiError("FAILED_PRECONDITION", f"CryptoKeyVersion {name} is {v.state}.")
-        v.state, v.destroy_time = "DISABLED", None
+        v.state, v.destroy_at = "DISABLED", None
         return v
 
     def update_primary(self, key_name, version_id):
@@ -213,6 +266,8 @@ class Store:
         else:
             key = self.key(name)
             v = key.versions[key.primary] if key.primary is not None else None
+            if v is not None:
+                v.settle()
         if key.purpose != "ENCRYPT_DECRYPT":
             raise ApiError("FAILED_PRECONDITION", f"CryptoKey {key.name} purpose is {key.purpose}, not ENCRYPT_DECRYPT.")
         if v is None or v.state != "ENABLED":
@@ -233,6 +288,7 @@ class Store:
         v = key.versions.get(number)
         if v is None:
             raise invalid
+        v.settle()
         if v.state != "ENABLED":
             raise ApiError("FAILED_PRECONDITION", f"{v.name} is not enabled, current state is: {v.state}.")
         try:
