@@ -13,7 +13,7 @@ use crate::config::{BackendEntry, Config, LogConfig, LogFormat};
 use crate::exit::Failure;
 use crate::{backends, logging};
 
-pub fn run(path: &Path) -> Result<(), Failure> {
+pub fn run(path: &Path, strict: bool) -> Result<(), Failure> {
     let config = Config::load(path)?;
     logging::init(
         &LogConfig {
@@ -26,10 +26,10 @@ pub fn run(path: &Path) -> Result<(), Failure> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(check(&config))
+    runtime.block_on(check(&config, strict))
 }
 
-async fn check(config: &Config) -> Result<(), Failure> {
+async fn check(config: &Config, strict: bool) -> Result<(), Failure> {
     // check changes nothing on disk: a key file `serve` would generate is reported, not made.
     let to_generate: Vec<(&str, &Path)> = config
         .backends
@@ -58,6 +58,7 @@ async fn check(config: &Config) -> Result<(), Failure> {
     let timeout = config.health.probe_timeout.max(Duration::from_secs(1));
     let mut versions = Vec::new();
     let mut failed = Vec::new();
+    let mut warned = Vec::new();
     for b in &built {
         let result = round_trip(b.backend.as_ref(), &aad, timeout).await;
         // Described after the round trip: what a backend learns by connecting (the KMIP
@@ -81,6 +82,24 @@ async fn check(config: &Config) -> Result<(), Failure> {
                 println!("  FAILED: {e}");
                 failed.push(b.name.clone());
             }
+        }
+        match lifecycle(b.backend.as_ref(), timeout).await {
+            Ok(l) if l.findings.is_empty() => println!("  lifecycle:   ok"),
+            Ok(l) => {
+                for f in &l.findings {
+                    let what = if f.blocks_wrap {
+                        "BLOCKS WRAPS"
+                    } else {
+                        "WARNING"
+                    };
+                    println!("  lifecycle:   {what} ({}): {f}", f.state.as_str());
+                }
+                if l.blocking().is_some() && !failed.contains(&b.name) {
+                    failed.push(b.name.clone());
+                }
+                warned.push(b.name.clone());
+            }
+            Err(e) => println!("  lifecycle:   not readable ({e})"),
         }
     }
     let encrypt: Option<Vec<(&str, &str)>> = config
@@ -127,6 +146,16 @@ async fn check(config: &Config) -> Result<(), Failure> {
                 to_generate.len()
             );
         }
+        if strict && !warned.is_empty() {
+            return Err(Failure::Exit {
+                code: crate::exit::FINDINGS,
+                message: format!(
+                    "--strict: the key store reports a key going away for backend(s) {} (see \
+                     the lifecycle lines above)",
+                    warned.join(", ")
+                ),
+            });
+        }
         Ok(())
     } else {
         Err(Failure::Unavailable(format!(
@@ -145,6 +174,18 @@ fn would_generate(entry: &BackendEntry) -> Option<&Path> {
             .filter(|p| !p.exists())
             .map(PathBuf::as_path),
         _ => None,
+    }
+}
+
+/// What the key store says of the backend's current key (check has no Decrypts, so no older
+/// versions to ask about).
+async fn lifecycle(
+    backend: &dyn polykms_backend::KeyEncryptionBackend,
+    timeout: Duration,
+) -> Result<polykms_backend::KeyLifecycle, String> {
+    match tokio::time::timeout(timeout, backend.key_lifecycle(&[])).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

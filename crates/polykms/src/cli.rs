@@ -40,6 +40,10 @@ pub enum Command {
     Check {
         #[arg(long, short, env = "POLYKMS_CONFIG")]
         config: PathBuf,
+        /// Also exit 1 when a key store reports a key going away (scheduled for deletion,
+        /// expiring, deletable without recovery…), not only when a backend fails.
+        #[arg(long)]
+        strict: bool,
     },
     /// Write a fresh 32-byte key for the local backend (mode 0600; never overwrites). Exits 0
     /// when written, 73 when the file exists or cannot be created.
@@ -104,7 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
             socket,
             log_format,
         } => crate::serve::run(&config, socket, log_format),
-        Command::Check { config } => crate::check::run(&config),
+        Command::Check { config, strict } => crate::check::run(&config, strict),
         Command::Keygen { out } => polykms_local::generate_key_file(&out)
             .map(|()| println!("wrote a new 32-byte key to {} (mode 0600)", out.display()))
             .map_err(|e| Failure::Exit {
