@@ -4,17 +4,19 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use polykms_backend::{
-    BackendError, ErrorKind, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey,
+    BackendError, ErrorKind, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes,
+    WrappedKey,
 };
 use tokio::sync::Semaphore;
 
 use crate::binding;
 use crate::config::{Pkcs11Config, WrapMechanism};
 use crate::hsm::Hsm;
+use crate::lifecycle;
 use crate::module::Module;
 use crate::pin::{PinGate, read_pin_file};
 
@@ -155,6 +157,21 @@ impl KeyEncryptionBackend for Pkcs11Backend {
         let wrapped = wrapped.clone();
         let aad = aad.to_vec();
         self.blocking(move |h| h.unwrap(&wrapped, &aad)).await
+    }
+
+    /// CKA_END_DATE of the key objects the probe just listed (no call into the module).
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let set = self.hsm.listed_keys().ok_or_else(|| {
+            BackendError::unavailable(
+                "the key objects were not listed yet (no probe reached the token)",
+            )
+        })?;
+        Ok(lifecycle::findings(
+            &set,
+            in_use,
+            SystemTime::now(),
+            self.config.end_date_warning,
+        ))
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,7 @@
 //! `type = "pkcs11"` settings: which module, which token, which key objects.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use polykms_backend::BackendError;
 use serde::Deserialize;
@@ -35,6 +36,9 @@ pub struct Pkcs11Config {
     /// Most sessions open at once (each a concurrent call into the module).
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// How long before the current key object's CKA_END_DATE polykms warns (`30d` by default).
+    #[serde(default = "default_end_date_warning", with = "humantime_serde")]
+    pub end_date_warning: Duration,
 }
 
 impl polykms_backend::ConfigFiles for Pkcs11Config {
@@ -69,6 +73,10 @@ impl WrapMechanism {
 
 fn default_max_sessions() -> usize {
     8
+}
+
+fn default_end_date_warning() -> Duration {
+    crate::lifecycle::DEFAULT_END_DATE_WARNING
 }
 
 /// How the token is found among the module's slots.
@@ -154,14 +162,17 @@ mod tests {
         let c = parse(&format!("{BASE}\ntoken_label = \"kube-kek\"")).unwrap();
         assert_eq!(c.mechanism, WrapMechanism::AesGcm);
         assert_eq!(c.max_sessions, 8);
+        assert_eq!(c.end_date_warning, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(
             c.validate().unwrap(),
             TokenSelector::Label("kube-kek".into())
         );
         let kw = parse(&format!(
-            "{BASE}\nslot_id = 0\nmechanism = \"aes-key-wrap-pad\"\nmax_sessions = 4"
+            "{BASE}\nslot_id = 0\nmechanism = \"aes-key-wrap-pad\"\nmax_sessions = 4\n\
+             end_date_warning = \"2w\""
         ))
         .unwrap();
+        assert_eq!(kw.end_date_warning, Duration::from_secs(14 * 24 * 3600));
         assert_eq!(kw.mechanism, WrapMechanism::AesKeyWrapPad);
         assert_eq!(kw.validate().unwrap(), TokenSelector::Slot(0));
     }

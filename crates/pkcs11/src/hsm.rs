@@ -111,6 +111,11 @@ impl Hsm {
         &self.selector
     }
 
+    /// The key objects as the last probe (or wrap, unwrap) listed them, if any did.
+    pub(crate) fn listed_keys(&self) -> Option<Arc<KeySet>> {
+        lock(&self.keys).clone()
+    }
+
     /// Runs `f` with a logged-in session of the current module generation. A session lost
     /// under a reused session (closed, logged out, token re-inserted) is replaced once.
     pub(crate) fn with_session<T>(

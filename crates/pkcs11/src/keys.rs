@@ -10,6 +10,7 @@ use polykms_backend::{BackendError, KeyVersion};
 use crate::config::WrapMechanism;
 use crate::error::Operation;
 use crate::hsm::Failure;
+use crate::lifecycle::EndDate;
 
 /// One AES key object.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub(crate) struct KeyObject {
     pub(crate) unusable: Option<String>,
     /// A warning for operators: the key can leave the token in the clear.
     pub(crate) exposure: Option<&'static str>,
+    /// CKA_END_DATE, when set.
+    pub(crate) end_date: Option<EndDate>,
 }
 
 /// The key objects found in one module generation, ordered by CKA_ID (greatest last).
@@ -169,12 +172,14 @@ pub(crate) fn find(
             (false, false) => Some("is not sensitive: its value can be read from the token"),
             (false, true) => None,
         };
+        let end_date = end_date(session, handle, &version);
         keys.push(KeyObject {
             id,
             version,
             handle,
             unusable,
             exposure,
+            end_date,
         });
     }
     keys.sort_by(|a, b| compare_ids(&a.id, &b.id));
@@ -185,6 +190,21 @@ pub(crate) fn find(
         label: label.to_string(),
         keys,
     })
+}
+
+/// CKA_END_DATE of a key object, read on its own: a module that answers it badly (a date
+/// cryptoki cannot parse) then costs the lifecycle warning, not the key look-up.
+fn end_date(session: &Session, handle: ObjectHandle, version: &KeyVersion) -> Option<EndDate> {
+    match session.get_attributes(handle, &[AttributeType::EndDate]) {
+        Ok(attrs) => attrs.iter().find_map(|a| match a {
+            Attribute::EndDate(d) => EndDate::of(d),
+            _ => None,
+        }),
+        Err(e) => {
+            tracing::debug!(key_version = %version, error = %e, "pkcs11: CKA_END_DATE not readable");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

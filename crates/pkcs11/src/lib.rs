@@ -17,6 +17,7 @@ mod error;
 mod hsm;
 mod idle;
 mod keys;
+mod lifecycle;
 mod mechanism;
 mod module;
 mod pin;

@@ -15,6 +15,7 @@ use polykms_backend::{ErrorKind, KeyEncryptionBackend, SecretBytes};
 
 use crate::{Pkcs11Backend, Pkcs11Config, WrapMechanism};
 
+mod lifecycle;
 mod shared_module;
 
 static ONE_AT_A_TIME: LazyLock<tokio::sync::Mutex<()>> =
@@ -64,6 +65,7 @@ fn config(env: &Env, token_label: &str, pin_file: &Path) -> Pkcs11Config {
         key_label: env.key_label.clone(),
         mechanism: WrapMechanism::AesGcm,
         max_sessions: 8,
+        end_date_warning: crate::lifecycle::DEFAULT_END_DATE_WARNING,
     }
 }
 
