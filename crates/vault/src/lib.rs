@@ -3,12 +3,14 @@
 //! Wrap is Transit `encrypt` with the plugin's AAD as `associated_data` (AES-GCM / ChaCha20
 //! keys bind it); unwrap is `decrypt` under any version `min_decryption_version` still allows.
 //! The key version is the key's `latest_version`, so `transit/keys/K/rotate` changes key_id at
-//! the next probe. A background task keeps the Vault token valid (renewal, re-login).
+//! the next probe. A background task keeps the Vault token valid (renewal, re-login). The same
+//! key read tells core what is set to make the key or a used version go away.
 
 mod auth;
 mod client;
 mod config;
 mod error;
+mod lifecycle;
 mod session;
 mod transit;
 
@@ -20,13 +22,16 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
+use polykms_backend::{
+    BackendError, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes, WrappedKey,
+};
 use zeroize::Zeroizing;
 
 pub use config::{AuthConfig, VaultConfig};
 
 use crate::auth::Authenticator;
 use crate::client::HttpSetup;
+use crate::lifecycle::KeyPath;
 use crate::session::Session;
 use crate::transit::{Decrypt, Encrypt, KeyInfo, ReadKey, SecretBase64, ciphertext_version};
 
@@ -169,6 +174,17 @@ impl VaultBackend {
         KeyVersion::new(format!("vault:{ns}{}/{}:v{version}", self.mount, self.key))
     }
 
+    /// The Transit version number of `version` if it is one of this key's versions.
+    fn transit_version(&self, version: &KeyVersion) -> Option<u64> {
+        let prefix = self.version_id(0);
+        let prefix = prefix.as_str().strip_suffix('0')?;
+        let n = version.as_str().strip_prefix(prefix)?;
+        if n.starts_with('0') {
+            return None;
+        }
+        n.parse().ok()
+    }
+
     /// How the AAD travels for this key: associated_data for AEAD keys, and also as the
     /// derivation context for derived keys (which require one).
     fn aad_fields(&self, info: &KeyInfo, aad: &[u8]) -> (Option<String>, Option<String>) {
@@ -265,6 +281,24 @@ impl KeyEncryptionBackend for VaultBackend {
     /// Reads the key (exists, can encrypt and decrypt, binds AAD) with a valid token.
     async fn probe(&self) -> Result<KeyVersion, BackendError> {
         self.key_version().await
+    }
+
+    /// From the probe's key read (a read of its own only before the first one): whether the
+    /// key may be deleted, and whether the versions Decrypts used still decrypt.
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let info = self.known_key().await?;
+        let versions: Vec<u64> = in_use
+            .iter()
+            .filter_map(|v| self.transit_version(v))
+            .collect();
+        let path = KeyPath {
+            namespace: self.namespace.as_deref(),
+            mount: &self.mount,
+            key: &self.key,
+        };
+        Ok(lifecycle::of_key(&info, &path, &versions, |v| {
+            self.version_id(v)
+        }))
     }
 
     fn credential_expiry(&self) -> Option<SystemTime> {

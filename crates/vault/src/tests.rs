@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use polykms_backend::ErrorKind;
+use polykms_backend::{ErrorKind, LifecycleState};
 
 use super::*;
 
@@ -138,6 +138,8 @@ async fn non_aead_key_types_are_refused_unless_allowed() {
         supports_decryption: true,
         derived: false,
         soft_deleted: false,
+        deletion_allowed: false,
+        min_available_version: 0,
     };
     let err = strict.check_usable(&rsa).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
@@ -172,6 +174,8 @@ async fn aad_goes_as_associated_data_and_as_context_for_derived_keys() {
         supports_decryption: true,
         derived: false,
         soft_deleted: false,
+        deletion_allowed: false,
+        min_available_version: 0,
     };
     assert_eq!(backend.aad_fields(&aes, b"ab"), (Some("YWI=".into()), None));
     aes.derived = true;
@@ -180,4 +184,61 @@ async fn aad_goes_as_associated_data_and_as_context_for_derived_keys() {
         (Some("YWI=".into()), Some("YWI=".into()))
     );
     assert_eq!(backend.aad_fields(&aes, b""), (None, None));
+}
+
+#[tokio::test]
+async fn only_this_keys_versions_translate_back_to_transit_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = token_config(&dir, dead_port());
+    config.namespace = Some("team-a".into());
+    let b = VaultBackend::connect(&config).await.unwrap();
+    let n = |s: &str| b.transit_version(&KeyVersion::new(s));
+    assert_eq!(n("vault:team-a/transit/kube:v7"), Some(7));
+    assert_eq!(n("vault:team-a/transit/kube:v12"), Some(12));
+    for other in [
+        "vault:transit/kube:v7",
+        "vault:team-a/transit/kube2:v7",
+        "vault:team-a/transit/kube:v07",
+        "vault:team-a/transit/kube:v",
+        "vault:team-a/transit/kube:vx",
+    ] {
+        assert_eq!(n(other), None, "{other}");
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_reuses_the_probes_key_read_without_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = VaultBackend::connect(&token_config(&dir, dead_port()))
+        .await
+        .unwrap();
+    // Nothing read yet and the server is down: the read's error, classified.
+    let err = b.key_lifecycle(&[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let read: KeyInfo = serde_json::from_str(
+        r#"{"type":"aes256-gcm96","latest_version":2,"min_decryption_version":2,
+        "deletion_allowed":true,"supports_encryption":true,"supports_decryption":true,
+        "keys":{"1":1700000000,"2":1700000100}}"#,
+    )
+    .unwrap();
+    b.key_info.store(Some(Arc::new(read)));
+    let used = [
+        KeyVersion::new("vault:transit/kube:v1"),
+        KeyVersion::new("vault:transit/kube:v2"),
+        KeyVersion::new("vault:transit/other:v1"),
+    ];
+    let l = b.key_lifecycle(&used).await.unwrap();
+    let found: Vec<(LifecycleState, &str)> = l
+        .findings
+        .iter()
+        .map(|f| (f.state, f.key.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (LifecycleState::DeletionAllowed, "transit/kube"),
+            (LifecycleState::VersionRetired, "vault:transit/kube:v1"),
+        ]
+    );
+    assert!(l.blocking().is_none(), "Transit findings never stop wraps");
 }

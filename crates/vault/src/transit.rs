@@ -44,6 +44,12 @@ pub(crate) struct KeyInfo {
     /// OpenBao: the key is soft-deleted and refuses all operations until restored.
     #[serde(default)]
     pub soft_deleted: bool,
+    /// Whether a `DELETE {mount}/keys/{name}` would delete the key and every version for good.
+    #[serde(default)]
+    pub deletion_allowed: bool,
+    /// Versions below it were trimmed: deleted for good. 0 when nothing was trimmed.
+    #[serde(default)]
+    pub min_available_version: u64,
 }
 
 impl KeyInfo {
@@ -56,6 +62,13 @@ impl KeyInfo {
             "rsa-4096" => 512 - 66,
             _ => usize::MAX,
         }
+    }
+
+    /// Whether `version` is no longer in the key: trimmed, or past the newest one (the key
+    /// was deleted and made again). The read's `keys` map cannot tell: it lists only the
+    /// versions from `min_decryption_version` on.
+    pub(crate) fn version_gone(&self, version: u64) -> bool {
+        version < self.min_available_version || version > self.latest_version
     }
 
     /// Whether encrypt with this key binds `associated_data`.
