@@ -156,8 +156,8 @@ def test_audit_classifies_every_storage_format_and_names_offenders(etcd, prefix,
     assert report["total"] == 26
     assert report["classes"] == {"kms-v2": 20, "identity": 3, "aescbc": 1, "kms-v1": 1, "kms-v2-malformed": 1}
     assert report["kms_v2"] == {"polykms": {key_id(p): 20}}
-    # Read from the envelope header alone: what this plugin writes is format version 2.
-    assert report["envelope_formats"] == {"v2": 20}
+    # Read from the envelope header alone: what this plugin writes is the current format version (3, crates/core FORMAT_CURRENT).
+    assert report["envelope_formats"] == {"v3": 20}
     offenders = {f["key"] for f in report["findings"]}
     assert offenders == {f"{prefix}legacy/plain-00000", f"{prefix}legacy/plain-00001", f"{prefix}legacy/json",
                          f"{prefix}old/cbc", f"{prefix}old/v1", f"{prefix}old/broken"}
