@@ -16,7 +16,9 @@ use azure_security_keyvault_keys::models::{
     Key, KeyClientGetKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceId};
-use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
+use polykms_backend::{
+    BackendError, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes, WrappedKey,
+};
 
 use polykms_net::CaRoots;
 
@@ -24,6 +26,7 @@ use crate::binding;
 use crate::config::{AzureConfig, WrapAlgorithm};
 use crate::credential::{self, TokenFileCredential};
 use crate::error::{Operation, classify, deadline_exceeded};
+use crate::lifecycle;
 use crate::transport;
 
 /// A Key Vault or Managed HSM key used to wrap and unwrap seeds.
@@ -94,8 +97,13 @@ impl AzureBackend {
 
     /// GET the configured key (pinned version or current).
     async fn get_key(&self) -> Result<Key, BackendError> {
+        self.get_key_at(self.config.pinned_version()).await
+    }
+
+    /// GET one version of the configured key, or its current version.
+    async fn get_key_at(&self, version: Option<&str>) -> Result<Key, BackendError> {
         let options = KeyClientGetKeyOptions {
-            key_version: self.config.pinned_version().map(str::to_owned),
+            key_version: version.map(str::to_owned),
             method_options: ClientMethodOptions::default(),
         };
         let fut = async {
@@ -166,7 +174,11 @@ impl AzureBackend {
 
     /// The key version named by a wrapped key's recorded `kid`, if it is our key.
     fn version_for_unwrap(&self, wrapped: &WrappedKey) -> Result<String, BackendError> {
-        let kid = wrapped.key_version.as_str();
+        self.version_of(wrapped.key_version.as_str())
+    }
+
+    /// The version id in `kid`, if it names a version of the configured key.
+    fn version_of(&self, kid: &str) -> Result<String, BackendError> {
         let id: ResourceId = kid.parse().map_err(|_| {
             BackendError::invalid_input(format!("key version {kid:?} is not a Key Vault key id"))
         })?;
@@ -307,6 +319,35 @@ impl KeyEncryptionBackend for AzureBackend {
         self.note_key_size(&key);
         self.check_usable(&key, OffsetDateTime::now_utc())?;
         self.kid_of(&key)
+    }
+
+    /// Get Key on the version wrap uses (enabled, exp, recoveryLevel), then on each older
+    /// version Decrypts used (enabled). Any failed read fails the whole answer, so core keeps
+    /// the last complete one.
+    async fn key_lifecycle(&self, in_use: &[KeyVersion]) -> Result<KeyLifecycle, BackendError> {
+        let key = self.get_key().await?;
+        let kid = self.kid_of(&key)?;
+        let current = self.version_of(kid.as_str()).ok();
+        let key_id = format!("{}/keys/{}", self.config.vault_base(), self.config.key_name);
+        let mut findings = lifecycle::current(
+            key.attributes.as_ref(),
+            kid.as_str(),
+            &key_id,
+            OffsetDateTime::now_utc(),
+            self.config.expiry_warning,
+        );
+        let mut older: Vec<(String, &str)> = in_use
+            .iter()
+            .filter_map(|v| Some((self.version_of(v.as_str()).ok()?, v.as_str())))
+            .filter(|(version, _)| current.as_ref() != Some(version))
+            .collect();
+        older.sort_unstable();
+        older.dedup_by(|a, b| a.0 == b.0);
+        for (version, kid) in older {
+            let key = self.get_key_at(Some(&version)).await?;
+            findings.extend(lifecycle::older(key.attributes.as_ref(), kid));
+        }
+        Ok(KeyLifecycle::of(findings))
     }
 
     fn credential_expiry(&self) -> Option<SystemTime> {

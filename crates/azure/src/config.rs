@@ -1,6 +1,7 @@
 //! `type = "azure"` settings and their validation.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use azure_security_keyvault_keys::models::EncryptionAlgorithm;
 use polykms_backend::BackendError;
@@ -9,6 +10,8 @@ use serde::Deserialize;
 
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_MAX_RETRIES: u32 = 1;
+/// Warn this long before the key's `exp`: enough for a rotation through change control.
+const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `type = "azure"` settings: an Azure Key Vault or Managed HSM key used with wrapKey/unwrapKey.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +46,9 @@ pub struct AzureConfig {
     /// 0 leaves all retrying to polykms' core.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// How long before the current key version's `exp` polykms warns (`30d` by default).
+    #[serde(default = "default_expiry_warning", with = "humantime_serde")]
+    pub expiry_warning: Duration,
 }
 
 /// How the backend authenticates to Entra ID. Secrets are always read from files.
@@ -171,6 +177,10 @@ fn default_max_retries() -> u32 {
     DEFAULT_MAX_RETRIES
 }
 
+fn default_expiry_warning() -> Duration {
+    DEFAULT_EXPIRY_WARNING
+}
+
 impl polykms_backend::ConfigFiles for AzureConfig {
     fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {
         let mut files = self.network.file_paths_mut();
@@ -289,6 +299,7 @@ mod tests {
         assert!(c.verify_challenge_resource);
         assert_eq!(c.timeout_ms, 5000);
         assert_eq!(c.max_retries, 1);
+        assert_eq!(c.expiry_warning, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.pinned_version(), None);
         assert_eq!(c.vault_base(), "https://kv1.vault.azure.net");
         c.validate().unwrap();
@@ -310,6 +321,17 @@ mod tests {
             let c = parse(&json).unwrap_or_else(|e| panic!("{auth}: {e}"));
             c.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn expiry_warning_is_a_humantime_duration() {
+        let json = r#"{"vault_url":"https://a.vault.azure.net","key_name":"k","expiry_warning":"2w 3d",
+                      "auth":{"method":"managed_identity"}}"#;
+        let c = parse(json).unwrap();
+        assert_eq!(c.expiry_warning, Duration::from_secs(17 * 24 * 3600));
+        let bad = r#"{"vault_url":"https://a.vault.azure.net","key_name":"k","expiry_warning":"soon",
+                      "auth":{"method":"managed_identity"}}"#;
+        assert!(parse(bad).is_err());
     }
 
     #[test]

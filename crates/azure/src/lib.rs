@@ -11,6 +11,7 @@ mod binding;
 mod config;
 mod credential;
 mod error;
+mod lifecycle;
 mod transport;
 
 pub use backend::AzureBackend;

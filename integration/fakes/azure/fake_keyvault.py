@@ -4,6 +4,8 @@ It serves HTTPS (the Azure SDK refuses to send tokens over plain HTTP) and follo
 REST reference, https://learn.microsoft.com/rest/api/keyvault/keys/ :
 
 - GET  /keys/{name}[/{version}]?api-version=...            Get Key (get-key/get-key)
+- PATCH /keys/{name}/{version}?api-version=...             Update Key (update-key/update-key):
+  `attributes.enabled/exp/nbf` and `key_ops`
 - POST /keys/{name}/{version}/wrapkey?api-version=...      Wrap Key (wrap-key/wrap-key)
 - POST /keys/{name}/{version}/unwrapkey?api-version=...    Unwrap Key (unwrap-key/unwrap-key)
 
@@ -15,7 +17,13 @@ with the behaviours the SDK relies on:
 - errors are `{"error": {"code", "message", "innererror": {"code"}}}` (KeyVaultError);
 - `value` fields are base64url without padding (Base64UrlEncoded in the reference);
 - wrapKey on a versionless key uses the current version and answers the `kid` it used;
-- key versions are 32 hex characters; keys carry `attributes.enabled/exp/nbf` and `key_ops`.
+- key versions are 32 hex characters; keys carry `attributes.enabled/exp/nbf` (NumericDate:
+  seconds since the epoch) and `key_ops`;
+- `attributes.recoveryLevel` and `recoverableDays` reflect the vault's soft-delete retention and
+  purge protection (KeyAttributes in the get-key reference; values as DeletionRecoveryLevel,
+  https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview): a new vault has
+  soft delete without purge protection, "Recoverable+Purgeable" with 90 days. Here it is held
+  per key (set through the control API) so that parallel tests do not change each other's.
 
 Crypto is real: RSA-OAEP-256 / RSA-OAEP with generated RSA keys, AES key wrap (RFC 3394 and
 RFC 5649) with generated oct-HSM keys (as Managed HSM offers).
@@ -77,10 +85,28 @@ class ApiError(Exception):
         return {"error": err}
 
 
+# DeletionRecoveryLevel values and the recoverableDays that go with them: 90 for the
+# Recoverable levels, 7-89 for the Customized ones, none without soft delete.
+RECOVERY_LEVELS = {"Purgeable": None, "Recoverable+Purgeable": 90, "Recoverable": 90,
+                   "Recoverable+ProtectedSubscription": 90, "CustomizedRecoverable+Purgeable": 7,
+                   "CustomizedRecoverable": 7, "CustomizedRecoverable+ProtectedSubscription": 7}
+DEFAULT_RECOVERY_LEVEL = "Recoverable+Purgeable"
+
+
+def numeric_date(value, field):
+    """NumericDate attributes (exp, nbf): integer seconds since the epoch, or null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "BadParameter", f"Property '{field}' must be a NumericDate (integer seconds).")
+    return value
+
+
 class KeyVersion:
     def __init__(self, kty, size, ops, exp=None, nbf=None):
         self.version = uuid.uuid4().hex
         self.kty, self.ops, self.exp, self.nbf = kty, list(ops), exp, nbf
+        self.recovery_level = DEFAULT_RECOVERY_LEVEL
         self.enabled = True
         self.created = self.updated = int(time.time())
         if kty.startswith("RSA"):
@@ -96,7 +122,9 @@ class KeyVersion:
             jwk["n"] = b64u(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big"))
             jwk["e"] = b64u(pub.e.to_bytes(3, "big"))
         attrs = {"enabled": self.enabled, "created": self.created, "updated": self.updated,
-                 "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90}
+                 "recoveryLevel": self.recovery_level}
+        if RECOVERY_LEVELS[self.recovery_level] is not None:
+            attrs["recoverableDays"] = RECOVERY_LEVELS[self.recovery_level]
         if self.exp is not None:
             attrs["exp"] = self.exp
         if self.nbf is not None:
@@ -219,6 +247,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
     def _dispatch(self, method):
         url = urlsplit(self.path)
         segs = [s for s in url.path.split("/") if s]
@@ -263,6 +294,10 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and len(rest) <= 1:
                 v = self.vault.version(name, rest[0] if rest else None)
                 return self._reply(200, v.bundle(base, entry["name"]))
+            if method == "PATCH" and len(rest) <= 1:
+                v = self.vault.version(name, rest[0] if rest else None)
+                update_key(v, body)
+                return self._reply(200, v.bundle(base, entry["name"]))
             if method == "POST" and rest and rest[-1] in ("wrapkey", "unwrapkey") and len(rest) <= 2:
                 op = "wrapKey" if rest[-1] == "wrapkey" else "unwrapKey"
                 v = self.vault.version(name, rest[0] if len(rest) == 2 else None)
@@ -280,10 +315,31 @@ class Handler(BaseHTTPRequestHandler):
         raise ApiError(405 if method == "GET" else 404, "NotFound", "Operation not supported by the fake.")
 
 
+def update_key(v, body):
+    """Update Key: the editable attributes and key_ops; absent fields stay as they are."""
+    attrs = body.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise ApiError(400, "BadParameter", "Property 'attributes' must be an object.")
+    if "enabled" in attrs:
+        if not isinstance(attrs["enabled"], bool):
+            raise ApiError(400, "BadParameter", "Property 'enabled' must be a boolean.")
+        v.enabled = attrs["enabled"]
+    if "exp" in attrs:
+        v.exp = numeric_date(attrs["exp"], "exp")
+    if "nbf" in attrs:
+        v.nbf = numeric_date(attrs["nbf"], "nbf")
+    if body.get("key_ops") is not None:
+        v.ops = [str(op) for op in body["key_ops"]]
+    v.updated = int(time.time())
+
+
 class Control:
     """Test control, off the Key Vault API paths:
 
-    POST /__control/keys/{name}            {"kty","size","key_ops","exp","nbf"} create a version
+    POST /__control/keys/{name}            {"kty","size","key_ops","exp","nbf","recovery_level"}
+                                           create a version
+    POST /__control/keys/{name}/recovery-level {"recovery_level"} the vault's recoveryLevel as
+                                           this key's versions report it
     POST /__control/keys/{name}/rotate     new version like the current one
     POST /__control/keys/{name}/disable    {"version"?} disable (default: current version)
     POST /__control/keys/{name}/enable     {"version"?}
@@ -319,6 +375,11 @@ class Control:
             v = KeyVersion(kty, size, body.get("key_ops", ALL_OPS), body.get("exp"), body.get("nbf"))
             e = self.v.keys.setdefault(name.lower(), {"name": name, "versions": [], "faults": [],
                                                        "stats": {"requests": 0, "faulted": 0}})
+            level = body.get("recovery_level") or (e["versions"][-1].recovery_level if e["versions"]
+                                                   else DEFAULT_RECOVERY_LEVEL)
+            if level not in RECOVERY_LEVELS:
+                raise ApiError(400, "BadParameter", f"unknown recovery level {level!r}")
+            v.recovery_level = level
             e["versions"].append(v)
             return self.h._reply(200, v.bundle(base, e["name"]))
         e = self.v.entry(name)
@@ -326,6 +387,7 @@ class Control:
             cur = e["versions"][-1]
             size = cur.material.key_size if cur.kty.startswith("RSA") else cur.size
             v = KeyVersion(cur.kty, size, cur.ops, cur.exp, cur.nbf)
+            v.recovery_level = cur.recovery_level
             e["versions"].append(v)
             return self.h._reply(200, v.bundle(base, e["name"]))
         if rest in (["disable"], ["enable"]) and method == "POST":
@@ -333,6 +395,13 @@ class Control:
             v.enabled = rest == ["enable"]
             v.updated = int(time.time())
             return self.h._reply(200, v.bundle(base, e["name"]))
+        if rest == ["recovery-level"] and method == "POST":
+            level = body.get("recovery_level")
+            if level not in RECOVERY_LEVELS:
+                raise ApiError(400, "BadParameter", f"unknown recovery level {level!r}")
+            for v in e["versions"]:
+                v.recovery_level = level
+            return self.h._reply(200, {"ok": True})
         if rest == ["fault"] and method == "POST":
             fault = {"status": int(body.get("status", 429)), "retry_after": int(body.get("retry_after", 1))}
             e["faults"].extend([fault] * int(body.get("count", 1)))

@@ -91,6 +91,27 @@ impl Fake {
         name
     }
 
+    /// Update Key, the real call an operator's `az keyvault key set-attributes` makes:
+    /// `PATCH /keys/{name}/{version}` with `{"attributes": {...}}`, under the test token.
+    pub async fn update_key(&self, name: &str, version: &str, body: Value) -> Value {
+        let token = std::fs::read_to_string(&self.token_file).expect("token file is readable");
+        let rsp = self
+            .control
+            .patch(format!(
+                "{}/keys/{name}/{version}?api-version=7.6",
+                self.url
+            ))
+            .bearer_auth(token.trim())
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("update key reaches the fake");
+        assert!(rsp.status().is_success(), "update key: {}", rsp.status());
+        serde_json::from_slice(&rsp.bytes().await.expect("update key body"))
+            .expect("update key answers JSON")
+    }
+
     /// Config for `key` on the fake: test CA, token file, no challenge-resource check (the
     /// fake's host is 127.0.0.1), no SDK retries so failures are immediate.
     pub fn config(&self, key: &str) -> AzureConfig {
