@@ -66,13 +66,11 @@ pub(crate) fn check_usable(meta: &KeyMetadata) -> Result<(), BackendError> {
                 "key {name} is being updated, retry later"
             )));
         }
+        // The deletion date and what undoes it travel in the lifecycle finding core reads
+        // from the same DescribeKey answer; the probe error only says why it failed.
         Some(KeyState::PendingDeletion) => {
-            let when = meta
-                .deletion_date()
-                .map(|d| format!(" (deletion at {}s since the epoch)", d.secs()))
-                .unwrap_or_default();
             return Err(BackendError::key_unavailable(format!(
-                "key {name} is pending deletion{when}; cancel the deletion and enable it"
+                "key {name} is pending deletion"
             )));
         }
         Some(state) => {

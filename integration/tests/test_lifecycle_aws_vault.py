@@ -1,0 +1,158 @@
+"""Key lifecycle end to end for AWS KMS (moto_server, integration/servers/moto.sh) and Vault
+Transit (an OpenBao dev server, integration/servers/openbao.sh): the real binary over the unix
+socket, the key changed from outside the way an operator would, and what polykms says about it
+in Status, /metrics and its log.
+
+The issue owner's check, as written: "AWS emulator: ScheduleKeyDeletion -> unhealthy within the
+probe interval, the lifecycle metric and the deletion timestamp set, one WARN naming
+CancelKeyDeletion; cancelled -> healthy again. OpenBao with deletion_allowed = true -> warning
+metric, Status healthy." KMS leaves a cancelled key Disabled, so "cancelled" here is the whole
+remedy polykms names: CancelKeyDeletion, then EnableKey."""
+
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from stores import AwsStore, VaultStore, plugin_config
+from test_backends import decrypt, encrypt, status, wait
+from test_lifecycle_kmip_pkcs11 import lifecycle_metrics, on, settle
+
+# plugin_config probes every 500 ms while healthy.
+PROBE_INTERVAL = 0.5
+
+
+def warn_records(p, text):
+    """WARN log records that name `text` anywhere (message or fields such as the reason)."""
+    out = []
+    for line in p.logs().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("level") == "WARN" and any(text in str(v) for v in rec.values()):
+            out.append(rec)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS KMS
+
+
+def test_aws_scheduled_deletion_is_unhealthy_at_once_with_date_and_undo_and_recovers(workdir, plugins):
+    store = AwsStore()
+    p = plugins(workdir, plugin_config([store.block("aws")], ["aws"]), name="aws-lifecycle")
+    wait(lambda: on(p, "aws") == {"ok"}, what="lifecycle ok for an enabled key")
+    seed = os.urandom(32)
+    enc = encrypt(p, seed)
+    assert decrypt(p, enc) == seed
+
+    deletion = store.kms.schedule_key_deletion(KeyId=store.key_id, PendingWindowInDays=7)["DeletionDate"]
+    scheduled = time.monotonic()
+    wait(lambda: status(p).healthz != "ok", limit=5, what="unhealthy after ScheduleKeyDeletion")
+    # One probe interval, plus the probe itself and this loop's own polling.
+    took = time.monotonic() - scheduled
+    assert took < PROBE_INTERVAL + 1.0, f"unhealthy after {took:.2f}s"
+    healthz = status(p).healthz
+    assert "scheduled for deletion" in healthz and "CancelKeyDeletion, then EnableKey" in healthz, healthz
+    assert store.arn in healthz, healthz
+
+    states, at = lifecycle_metrics(p, "aws")
+    assert {s for s, v in states.items() if v == 1} == {"pending_deletion"}, states
+    assert at is not None and abs(at - deletion.timestamp()) < 1, (at, deletion)
+
+    # Over several probes: the finding is logged once, the turn to unhealthy once; no repeats.
+    settle(p, probes=6)
+    finding = [r for r in warn_records(p, "CancelKeyDeletion") if r.get("state") == "pending_deletion"]
+    assert len(finding) == 1, finding
+    assert store.arn in finding[0]["message"] and finding[0]["blocks_wrap"] is True
+    assert len(warn_records(p, "backend unhealthy")) == 1
+
+    store.kms.cancel_key_deletion(KeyId=store.key_id)
+    store.kms.enable_key(KeyId=store.key_id)
+    wait(lambda: status(p).healthz == "ok", limit=5, what="healthy after CancelKeyDeletion, then EnableKey")
+    wait(lambda: on(p, "aws") == {"ok"}, limit=5, what="lifecycle ok again")
+    assert lifecycle_metrics(p, "aws")[1] is None, "deletion timestamp cleared"
+    assert decrypt(p, enc) == seed
+    assert len([r for r in warn_records(p, "CancelKeyDeletion") if r.get("state")]) == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "core logs two WARN records on the change: the lifecycle finding, and 'backend unhealthy' "
+    "whose reason repeats the finding (crates/core/src/keyring.rs probe_slot); both once, "
+    "neither per probe. Remove this marker once core logs the blocking finding once."))
+def test_aws_scheduled_deletion_logs_exactly_one_warn_naming_cancel_key_deletion(workdir, plugins):
+    store = AwsStore()
+    p = plugins(workdir, plugin_config([store.block("aws")], ["aws"]), name="aws-one-warn")
+    wait(lambda: on(p, "aws") == {"ok"}, what="lifecycle ok for an enabled key")
+    store.kms.schedule_key_deletion(KeyId=store.key_id, PendingWindowInDays=7)
+    wait(lambda: status(p).healthz != "ok", limit=5, what="unhealthy after ScheduleKeyDeletion")
+    settle(p, probes=6)
+    warned = warn_records(p, "CancelKeyDeletion")
+    assert len(warned) == 1, f"WARN records naming CancelKeyDeletion over 6 probes: {warned}"
+
+
+def test_aws_disabled_key_names_enable_key(workdir, plugins):
+    store = AwsStore()
+    p = plugins(workdir, plugin_config([store.block("aws")], ["aws"]), name="aws-disabled")
+    wait(lambda: on(p, "aws") == {"ok"}, what="lifecycle ok for an enabled key")
+    store.disable()
+    wait(lambda: on(p, "aws") == {"disabled"}, limit=5, what="disabled lifecycle")
+    healthz = status(p).healthz
+    assert "is disabled" in healthz and "to undo: EnableKey" in healthz, healthz
+    assert lifecycle_metrics(p, "aws")[1] is None, "no deletion date for a disabled key"
+    store.enable()
+    wait(lambda: status(p).healthz == "ok", limit=5, what="healthy after EnableKey")
+
+
+# ---------------------------------------------------------------------------------------------
+# Vault / OpenBao Transit
+
+
+def vault_config(store, key_config):
+    r = requests.post(f"{store.addr}/v1/transit/keys/{store.key}/config", json=key_config,
+                      headers={"X-Vault-Token": store.token}, timeout=5)
+    r.raise_for_status()
+
+
+def test_openbao_deletion_allowed_warns_and_status_stays_healthy(workdir, plugins):
+    store = VaultStore()
+    p = plugins(workdir, plugin_config([store.block("vault")], ["vault"]), name="vault-lifecycle")
+    wait(lambda: on(p, "vault") == {"ok"}, what="lifecycle ok for a fresh key")
+
+    vault_config(store, {"deletion_allowed": True})
+    wait(lambda: on(p, "vault") == {"deletion_allowed"}, limit=5, what="deletion_allowed metric")
+    for _ in range(6):
+        assert status(p).healthz == "ok"
+        time.sleep(PROBE_INTERVAL)
+    seed = os.urandom(32)
+    assert decrypt(p, encrypt(p, seed)) == seed
+    undo = f"vault write transit/keys/{store.key}/config deletion_allowed=false"
+    warned = warn_records(p, undo)
+    assert len(warned) == 1, warned
+    assert lifecycle_metrics(p, "vault")[1] is None, "no deletion date: nothing is scheduled"
+
+    vault_config(store, {"deletion_allowed": False})
+    wait(lambda: on(p, "vault") == {"ok"}, limit=5, what="lifecycle ok after deletion_allowed=false")
+    assert status(p).healthz == "ok"
+
+
+def test_openbao_retired_version_that_decrypts_used_warns_naming_it(workdir, plugins):
+    store = VaultStore()
+    p = plugins(workdir, plugin_config([store.block("vault")], ["vault"]), name="vault-retired")
+    seed = os.urandom(32)
+    old = encrypt(p, seed)
+    assert decrypt(p, old) == seed  # version 1 is now one Decrypts use
+    store.rotate()
+    vault_config(store, {"min_decryption_version": 2})
+    wait(lambda: on(p, "vault") == {"version_retired"}, limit=5, what="version_retired metric")
+    assert status(p).healthz == "ok", "the current version still wraps"
+    warned = warn_records(p, f"vault write transit/keys/{store.key}/config min_decryption_version=1")
+    assert len(warned) == 1, warned
+    assert f"transit/{store.key}:v1" in json.dumps(warned[0])
+
+    vault_config(store, {"min_decryption_version": 1})
+    wait(lambda: on(p, "vault") == {"ok"}, limit=5, what="lifecycle ok after lowering it")
+    assert decrypt(p, old) == seed
