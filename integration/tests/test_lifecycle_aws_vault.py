@@ -11,6 +11,7 @@ remedy polykms names: CancelKeyDeletion, then EnableKey."""
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -18,10 +19,34 @@ import requests
 
 from stores import AwsStore, VaultStore, plugin_config
 from test_backends import decrypt, encrypt, status, wait
-from test_lifecycle_kmip_pkcs11 import lifecycle_metrics, on, settle
 
 # plugin_config probes every 500 ms while healthy.
 PROBE_INTERVAL = 0.5
+
+
+def lifecycle_metrics(p, backend):
+    """{state: value} of polykms_key_lifecycle for `backend`, and the deletion timestamp."""
+    states, deletion = {}, None
+    for line in p.http("/metrics")[1].splitlines():
+        if f'backend="{backend}"' not in line:
+            continue
+        m = re.match(r'polykms_key_lifecycle\{.*state="([a-z_]+)".*\} (\S+)$', line)
+        if m:
+            states[m.group(1)] = float(m.group(2))
+        m = re.match(r"polykms_key_deletion_timestamp_seconds\{.*\} (\S+)$", line)
+        if m:
+            deletion = float(m.group(1))
+    return states, deletion
+
+
+def on(p, backend):
+    """The lifecycle states set for `backend` (`ok` when there is nothing to say)."""
+    return {s for s, v in lifecycle_metrics(p, backend)[0].items() if v == 1}
+
+
+def settle(p, probes):
+    """Lets `probes` more probes run."""
+    time.sleep(PROBE_INTERVAL * probes)
 
 
 def warn_records(p, text):
