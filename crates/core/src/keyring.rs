@@ -408,7 +408,12 @@ impl Keyring {
             }),
         }
         if let Some(lifecycle) = lifecycle {
-            self.record_lifecycle(slot, lifecycle);
+            // A blocking finding that turns the backend unhealthy now is said once, in the
+            // "backend unhealthy" line below (its reason is the finding).
+            let said_below = (was != Some(healthy) && !healthy)
+                .then_some(blocking.as_ref())
+                .flatten();
+            self.record_lifecycle(slot, lifecycle, said_below);
         }
         if was != Some(healthy) {
             let h = slot.health();
@@ -442,18 +447,24 @@ impl Keyring {
         }
     }
 
-    /// Stores, exports and, when it changed, logs what the key store says of the keys.
-    fn record_lifecycle(&self, slot: &BackendSlot, lifecycle: KeyLifecycle) {
+    /// Stores, exports and, when it changed, logs what the key store says of the keys (each
+    /// new finding once, but `said_elsewhere`).
+    fn record_lifecycle(
+        &self,
+        slot: &BackendSlot,
+        lifecycle: KeyLifecycle,
+        said_elsewhere: Option<&polykms_backend::LifecycleFinding>,
+    ) {
         self.metrics.key_lifecycle(&slot.name, &lifecycle);
         let previous = slot.health().lifecycle;
         if previous == lifecycle {
             return;
         }
-        for finding in lifecycle
+        let new = lifecycle
             .findings
             .iter()
-            .filter(|f| !previous.findings.contains(f))
-        {
+            .filter(|f| !previous.findings.contains(f) && Some(*f) != said_elsewhere);
+        for finding in new {
             tracing::warn!(backend = %slot.name, state = finding.state.as_str(),
                 blocks_wrap = finding.blocks_wrap, "{finding}");
         }
