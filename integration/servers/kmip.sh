@@ -160,6 +160,9 @@ case "${1:-}" in
   halt) stop_server ;;
   resume)
     [[ -f "$state/server.conf" ]] || { echo "kmip.sh: nothing to resume (run start)" >&2; exit 1; }
+    # The port start used (POLYKMS_KMIP_PORT then), not this shell's: the readiness check
+    # must ask the server that was started.
+    port="$(sed -n 's/^port=//p' "$state/server.conf")"
     start_server "$(venv_python)"
     ;;
   env) cat "$envfile" ;;
