@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -316,3 +317,139 @@ def test_audit_of_a_prefix_that_holds_nothing_fails_and_says_so(etcd, prefix, em
     emulator(p, prefix, "write", "--namespace", "canary", "--count", "1")
     rc, out = audit_json(prefix + "canary/", "--expect-key-id", key_id(p))
     assert rc == 0 and out["passed"] is True
+
+
+def audit_config(workdir, key_files):
+    """A polykms config for `audit --config`: the local backend with these key files."""
+    path = workdir / f"audit-{uuid.uuid4().hex[:6]}.toml"
+    text = local_config(key_files).replace("@SOCKET@", str(workdir / "unused.sock")).replace("@HTTP@", "")
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def census_rows(out):
+    return {(r["backend"], r["key_version"]): r for r in out["census"]["key_versions"]}
+
+
+def test_retiring_the_older_key_is_proven_unsafe_until_its_objects_are_rewritten(
+        etcd, prefix, emulator, workdir, plugins):
+    k1, k2 = keygen(workdir / "k1.key"), keygen(workdir / "k2.key")
+    p = plugins(workdir, local_config([k1]))
+    emulator(p, prefix, "write", "--namespace", "app", "--count", "7")
+    reconfigure(p, local_config([k2, k1]))
+    emulator(p, prefix, "write", "--namespace", "new", "--count", "3")
+
+    # The census: two key versions of the local backend, one DEK envelope each.
+    rc, out = audit_json(prefix)
+    assert rc == 0, out
+    rows = census_rows(out)
+    assert len(rows) == 2 and {k[0] for k in rows} == {"local"}
+    by_count = {r["objects"]: r for r in rows.values()}
+    old, new = by_count[7], by_count[3]
+    assert old["dek_envelopes"] == 1 and new["dek_envelopes"] == 1
+    assert old["resources"] == {prefix: 7}  # outside --etcd-prefix: named by the prefix
+    assert out["census"]["objects"] == 10 and out["census"]["dek_envelopes"] == 2
+    assert out["unwrap"] is None
+    rc, out = audit_json(prefix, "--etcd-prefix", prefix.rsplit("/secrets/", 1)[0])
+    assert census_rows(out)[("local", old["key_version"])]["resources"] == {"secrets": 7}
+    table = audit(prefix)
+    assert "DEK ENVELOPES BY WRAP: 10 KMS value(s), 2 distinct DEK envelope(s)" in table.stdout
+    assert old["key_version"] in table.stdout and new["key_version"] in table.stdout
+
+    # Only the newer key: the 7 objects under k1 would become unreadable.
+    only_new = audit_config(workdir, [k2])
+    r = audit(prefix, "--config", str(only_new), "--unwrap")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "7 object(s) would become unreadable" in r.stderr, r.stderr
+    assert f"local {old['key_version']}" in r.stderr
+    assert f"UNREADABLE under local {old['key_version']}: 7 object(s), 1 DEK envelope(s) (key_unavailable: 1)" in r.stdout
+    assert f"{prefix}app/secret-00000" in r.stdout and f"{prefix}app/secret-00004" in r.stdout
+    assert f"{prefix}app/secret-00005" not in r.stdout and "... and 2 more" in r.stdout
+    assert f"{prefix}new/" not in r.stdout  # readable ones are not listed
+    rc, out = audit_json(prefix, "--config", str(only_new))  # --config alone implies --unwrap
+    assert rc == 1 and out["passed"] is False
+    u = out["unwrap"]
+    assert (u["dek_envelopes"], u["unwrap_calls"], u["readable_objects"], u["unreadable_objects"]) == (2, 2, 3, 7)
+    [group] = u["unreadable"]
+    assert group["key_versions"] == [{"backend": "local", "key_version": old["key_version"]}]
+    assert group["objects"] == 7 and group["reasons"] == {"key_unavailable": 1}
+    assert group["first_objects"] == [f"{prefix}app/secret-0000{i}" for i in range(5)]
+
+    # Both keys: every object stays readable.
+    both = audit_config(workdir, [k2, k1])
+    r = audit(prefix, "--config", str(both), "--unwrap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK: every object's DEK envelope unwraps through --config" in r.stdout
+    rc, out = audit_json(prefix, "--config", str(both), "--unwrap")
+    assert rc == 0 and out["unwrap"]["readable_objects"] == 10 and out["unwrap"]["unreadable"] == []
+
+    # The drill's order: rewrite, then the newer key alone proves safe.
+    emulator(p, prefix, "rewrite")
+    r = audit(prefix, "--config", str(only_new), "--unwrap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Seeds and wrapped keys are never printed.
+    for text in (r.stdout, r.stderr):
+        assert k1.read_bytes().hex() not in text and k2.read_bytes().hex() not in text
+
+
+def test_unwrap_refuses_a_missing_config_and_an_empty_prefix_or_resource(etcd, prefix, emulator, workdir, plugins):
+    r = audit(prefix, "--unwrap")
+    assert r.returncode == 64, r.stderr
+    assert "--unwrap needs --config" in r.stderr
+    k = keygen(workdir / "k.key")
+    config = audit_config(workdir, [k])
+    r = audit(prefix + "nothing/", "--config", str(config), "--unwrap")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"no key under {prefix}nothing/" in r.stderr and "nothing was checked" in r.stderr
+    for bad in (["--qps=-1"], ["--concurrency", "0"]):
+        r = audit(prefix, "--config", str(config), *bad)
+        assert r.returncode == 64 and bad[0].split("=")[0] in r.stderr, r.stderr
+    r = audit(prefix, "--config", str(workdir / "missing.toml"))
+    assert r.returncode == 64, r.stderr
+
+    # --resources: each resource named must hold a value.
+    p = plugins(workdir, local_config([k]))
+    root = prefix.rsplit("/secrets/", 1)[0]
+    emulator(p, prefix, "write", "--namespace", "app", "--count", "2")
+
+    def by_resource(*args):
+        cmd = [str(BIN), "audit", "--etcd-endpoints", ETCD, "--etcd-prefix", root, "--config", str(config), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    r = by_resource("--resources", "secrets", "--output", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["scanned"] == [{"resource": "secrets", "prefix": prefix, "keys": 2}]
+    assert census_rows(out) and all(row["resources"] == {"secrets": 2} for row in census_rows(out).values())
+    r = by_resource("--resources", "secrets,configmaps")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"resource configmaps holds no key under {root}/configmaps/" in r.stderr
+    r = by_resource("--resources", "secrets", "--prefix", prefix)
+    assert r.returncode == 64 and "--prefix" in r.stderr, r.stderr
+    etcd.delete_prefix(f"{root}/configmaps/")
+
+
+def test_kms_v1_values_are_unwrapped_once_per_object_within_qps(etcd, prefix, emulator, workdir, plugins):
+    k1, k2 = keygen(workdir / "k1.key"), keygen(workdir / "k2.key")
+    p = plugins(workdir, local_config([k1]))
+    emulator(p, prefix, "write", "--namespace", "v1", "--count", "12", "--kms-v1")
+    rc, out = audit_json(prefix, "--allow-kms-v1")
+    assert rc == 0, out
+    assert out["report"]["classes"] == {"kms-v1": 12}
+    [row] = out["census"]["key_versions"]
+    assert row["objects"] == 12 and row["dek_envelopes"] == 12
+
+    config = audit_config(workdir, [k1])
+    started = time.monotonic()
+    rc, out = audit_json(prefix, "--allow-kms-v1", "--config", str(config), "--qps", "10", "--concurrency", "2")
+    elapsed = time.monotonic() - started
+    assert rc == 0, out
+    assert out["unwrap"]["unwrap_calls"] == 12 and out["unwrap"]["readable_objects"] == 12
+    assert elapsed >= 1.1, elapsed  # 12 calls at 10 per second: the last one 1.1 s after the first
+
+    # Without k1, every KMS v1 object is listed under k1's key version.
+    rc, out = audit_json(prefix, "--allow-kms-v1", "--config", str(audit_config(workdir, [k2])), "--qps", "0")
+    assert rc == 1
+    [group] = out["unwrap"]["unreadable"]
+    assert group["key_versions"] == [{"backend": "local", "key_version": row["key_version"]}]
+    assert group["objects"] == 12 and group["dek_envelopes"] == 12 and len(group["first_objects"]) == 5

@@ -52,39 +52,13 @@ pub enum Command {
         out: PathBuf,
     },
     /// Prove encryption at rest: scan etcd (read-only, paged) and count values by storage
-    /// class, KMS provider and key_id. Exits 0 when every value is KMS v2 (and meets
-    /// --expect-*), 1 on findings or when --prefix holds no key, 64 on bad flags, 69 when etcd
-    /// cannot be read.
-    Audit {
-        /// etcd client URLs, comma-separated or repeated.
-        #[arg(long, value_delimiter = ',')]
-        etcd_endpoints: Vec<String>,
-        /// CA certificate (PEM) that signs etcd's server certificate.
-        #[arg(long)]
-        cacert: Option<PathBuf>,
-        /// Client certificate (PEM) for etcd.
-        #[arg(long)]
-        cert: Option<PathBuf>,
-        /// Client private key (PEM) for etcd.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Key prefix to scan.
-        #[arg(long, default_value = "/registry/secrets/")]
-        prefix: String,
-        /// Fail values under another KMS provider name (EncryptionConfiguration `name`).
-        #[arg(long)]
-        expect_provider: Option<String>,
-        /// Fail values under another key_id (the plugin's current Status key_id).
-        #[arg(long)]
-        expect_key_id: Option<String>,
-        /// Accept KMS v1 values that meet --expect-* (their key_id read from the polykms
-        /// envelope of their DEK); without it every KMS v1 value is a finding.
-        #[arg(long)]
-        allow_kms_v1: bool,
-        /// Report format: table or json.
-        #[arg(long, default_value = "table")]
-        output: String,
-    },
+    /// class, KMS provider and key_id, and DEK envelopes by backend and key version. With
+    /// --config F --unwrap, prove that F decrypts every stored object (before retiring a key or
+    /// a backend). Exits 0 when every value is KMS v2 (and meets --expect-*) and, with
+    /// --unwrap, every object would stay readable; 1 on findings, unreadable objects, or a
+    /// --prefix or resource that holds no key; 64 on bad flags or config (--unwrap without
+    /// --config); 69 when etcd cannot be read.
+    Audit(Box<crate::audit::Args>),
     /// Rewrite every object of the chosen resources through the Kubernetes API so that the
     /// apiserver stores it under the KMS plugin's current key: paged, resumable, with progress.
     /// Exits 0 when nothing failed, 1 on failed objects (or --verify-etcd-endpoints findings),
@@ -115,39 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 code: crate::exit::CANT_CREATE,
                 message: e.message().to_string(),
             }),
-        Command::Audit {
-            etcd_endpoints,
-            cacert,
-            cert,
-            key,
-            prefix,
-            expect_provider,
-            expect_key_id,
-            allow_kms_v1,
-            output,
-        } => polykms_ops::audit::run(polykms_ops::audit::Options {
-            etcd: polykms_ops::audit::EtcdConnection {
-                endpoints: etcd_endpoints,
-                cacert,
-                cert,
-                key,
-            },
-            prefix,
-            expect: polykms_ops::audit::Expectations {
-                provider: expect_provider,
-                key_id: expect_key_id,
-                allow_kms_v1,
-            },
-            output,
-        })
-        .map_err(|e| match e {
-            polykms_ops::audit::AuditError::Config(m) => Failure::Config(m),
-            polykms_ops::audit::AuditError::Unavailable(m) => Failure::Unavailable(m),
-            polykms_ops::audit::AuditError::Findings(m) => Failure::Exit {
-                code: crate::exit::FINDINGS,
-                message: m,
-            },
-        }),
+        Command::Audit(args) => crate::audit::run(*args),
         Command::Reencrypt(args) => crate::reencrypt::run(*args),
         #[cfg(feature = "escrow")]
         Command::Escrow { command } => crate::escrow::run(command),

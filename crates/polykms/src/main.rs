@@ -1,5 +1,6 @@
 //! polykms: a Kubernetes KMS v2 plugin for every key store.
 
+mod audit;
 mod backends;
 mod check;
 mod cli;

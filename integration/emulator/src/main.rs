@@ -50,6 +50,10 @@ enum Command {
         count: usize,
         #[arg(long, default_value = "secret-")]
         name_prefix: String,
+        /// Store them as a KMS v1 provider does: one Encrypt (a new DEK) per object,
+        /// `k8s:enc:kms:v1:` values.
+        #[arg(long)]
+        kms_v1: bool,
     },
     /// Create N Secrets stored unencrypted (the identity provider).
     WritePlaintext {
@@ -223,9 +227,14 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             namespace,
             count,
             name_prefix,
+            kms_v1,
         } => {
             ctx.connect(socket, &endpoints).await?;
-            objects::write(&mut ctx, &cli.prefix, &namespace, &name_prefix, count, true).await
+            if kms_v1 {
+                objects::write_kms_v1(&mut ctx, &cli.prefix, &namespace, &name_prefix, count).await
+            } else {
+                objects::write(&mut ctx, &cli.prefix, &namespace, &name_prefix, count, true).await
+            }
         }
         Command::WritePlaintext {
             namespace,

@@ -155,6 +155,34 @@ pub async fn write(
     }))
 }
 
+/// Creates `count` Secrets as a KMS v1 provider stores them: a new DEK per object, each
+/// wrapped by its own Encrypt (`storage/value/encrypt/envelope/envelope.go`).
+pub async fn write_kms_v1(
+    ctx: &mut Context,
+    prefix: &str,
+    namespace: &str,
+    name_prefix: &str,
+    count: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let provider = ctx.provider.clone();
+    let (kms, store) = ctx.parts()?;
+    let mut key_ids = BTreeMap::<String, u64>::new();
+    for i in 0..count {
+        let name = format!("{name_prefix}{i:05}");
+        let key = format!("{prefix}{namespace}/{name}");
+        let dek = kms.new_write_dek().await?;
+        let value = envelope::encode_v1_value(
+            &provider,
+            &dek.template.encrypted_dek_source,
+            &dek.seed
+                .seal(&secret_json(namespace, &name), key.as_bytes()),
+        );
+        store.put(&key, value).await?;
+        *key_ids.entry(dek.template.key_id).or_default() += 1;
+    }
+    Ok(json!({ "written": count, "encrypted": true, "kms_v1": true, "key_ids": key_ids }))
+}
+
 /// Rewrites every object not already under the current key_id, with retries on conflicts.
 pub async fn rewrite(ctx: &mut Context, scope: &str) -> anyhow::Result<serde_json::Value> {
     let provider = ctx.provider.clone();

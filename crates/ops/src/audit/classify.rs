@@ -58,13 +58,21 @@ impl EnvelopeFormat {
         }
     }
 
-    /// Stable label for the counts: `v2`, `v1`, `v1-multi-wrap` (re-encrypt these), `other`.
+    /// Stable label for the counts: `v3` (written now), `v2`, `v1`, `v1-multi-wrap` (re-encrypt
+    /// these), `other`. Version-2 multi-wrap envelopes keep the `v2` label; the report counts
+    /// them apart ([`EnvelopeFormat::is_v2_multi_wrap`]).
     pub fn label(self) -> String {
         match self {
             EnvelopeFormat::Polykms { version: 1, wraps } if wraps > 1 => "v1-multi-wrap".into(),
             EnvelopeFormat::Polykms { version, .. } => format!("v{version}"),
             EnvelopeFormat::Foreign => "other".into(),
         }
+    }
+
+    /// A version-2 envelope with several wraps: its wraps share version 1's AAD, so an etcd
+    /// writer can rewrite it as a version-1 multi-wrap (docs/envelope.md); re-encrypt it.
+    pub fn is_v2_multi_wrap(self) -> bool {
+        matches!(self, EnvelopeFormat::Polykms { version: 2, wraps } if wraps > 1)
     }
 }
 
@@ -331,7 +339,13 @@ mod tests {
 
     #[test]
     fn envelope_format_is_read_from_the_header_without_a_key() {
+        assert_eq!(EnvelopeFormat::of(b"PK\x03\x01rest").label(), "v3");
+        assert_eq!(EnvelopeFormat::of(b"PK\x03\x02rest").label(), "v3");
         assert_eq!(EnvelopeFormat::of(b"PK\x02\x01rest").label(), "v2");
+        assert_eq!(EnvelopeFormat::of(b"PK\x02\x02rest").label(), "v2");
+        assert!(EnvelopeFormat::of(b"PK\x02\x02rest").is_v2_multi_wrap());
+        assert!(!EnvelopeFormat::of(b"PK\x02\x01rest").is_v2_multi_wrap());
+        assert!(!EnvelopeFormat::of(b"PK\x03\x02rest").is_v2_multi_wrap());
         assert_eq!(EnvelopeFormat::of(b"PK\x01\x01rest").label(), "v1");
         assert_eq!(
             EnvelopeFormat::of(b"PK\x01\x03rest").label(),

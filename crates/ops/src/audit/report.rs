@@ -44,8 +44,11 @@ pub struct Tally {
     /// KMS v1 count per provider name, then per key_id of the polykms envelope (`unknown`
     /// when the DEK is not one).
     pub kms_v1: BTreeMap<String, BTreeMap<String, u64>>,
-    /// KMS v2 count per plugin envelope format (`v2`, `v1`, `v1-multi-wrap`, `other`).
+    /// KMS v2 count per plugin envelope format (`v3`, `v2`, `v1`, `v1-multi-wrap`, `other`).
     pub envelope_formats: BTreeMap<String, u64>,
+    /// KMS v2 values whose envelope is a version-2 multi-wrap (counted under `v2` too): to be
+    /// re-encrypted, though they pass.
+    pub v2_multi_wrap: u64,
     /// KMS v2 values whose DEK source is an AES-GCM key rather than an HKDF seed.
     pub kms_v2_aes_gcm_key_sources: u64,
     /// Keys that fail (first `MAX_LISTED`).
@@ -67,6 +70,9 @@ impl Tally {
                 envelope,
             } => {
                 *self.envelope_formats.entry(envelope.label()).or_default() += 1;
+                if envelope.is_v2_multi_wrap() {
+                    self.v2_multi_wrap += 1;
+                }
                 *self
                     .kms_v2
                     .entry(provider.clone())
@@ -151,6 +157,13 @@ impl Tally {
             let _ = writeln!(
                 out,
                 "\nnote: {n} value(s) use version-1 multi-wrap envelopes (wraps not bound to each other); re-encrypt them, then set [decrypt] accept_legacy_multi_wrap = false"
+            );
+        }
+        if self.v2_multi_wrap > 0 {
+            let _ = writeln!(
+                out,
+                "\nnote: {} value(s) use version-2 multi-wrap envelopes (their wraps share version 1's AAD, so an etcd writer can rewrite them as version 1); re-encrypt them (polykms reencrypt --force-rewrite writes version 3), then set [decrypt] accept_legacy_multi_wrap = false",
+                self.v2_multi_wrap
             );
         }
         if self.kms_v2_aes_gcm_key_sources > 0 {
@@ -304,6 +317,34 @@ mod tests {
         assert_eq!(t.findings_total, 2);
         assert!(t.findings[0].reason.contains("key_id old, expected new"));
         assert!(t.findings[1].reason.contains("provider q, expected p"));
+    }
+
+    #[test]
+    fn version_2_multi_wrap_envelopes_pass_with_a_note_to_re_encrypt_them() {
+        let with = |version, wraps| ValueClass::KmsV2 {
+            provider: "p".into(),
+            key_id: "k".into(),
+            dek_source: DekSource::HkdfSeed,
+            envelope: EnvelopeFormat::Polykms { version, wraps },
+        };
+        let mut t = Tally::default();
+        let none = Expectations::default();
+        t.add(b"/k/1", &with(2, 2), &none);
+        t.add(b"/k/2", &with(2, 1), &none);
+        t.add(b"/k/3", &with(3, 2), &none);
+        assert!(t.passed());
+        assert_eq!(t.v2_multi_wrap, 1);
+        assert_eq!(t.envelope_formats["v2"], 2);
+        assert_eq!(t.envelope_formats["v3"], 1);
+        let table = t.to_table("/k/");
+        assert!(
+            table.contains("1 value(s) use version-2 multi-wrap"),
+            "{table}"
+        );
+        assert!(table.contains("OK: every value"), "{table}");
+        let mut t = Tally::default();
+        t.add(b"/k/3", &with(3, 2), &none);
+        assert!(!t.to_table("/k/").contains("multi-wrap"));
     }
 
     #[test]
