@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Toml, Yaml};
 use serde::Deserialize;
 
 use crate::backends::BackendSettings;
+use crate::sandbox::SandboxMode;
 pub use access::AllowedPeers;
 
 /// The whole file.
@@ -63,6 +64,11 @@ pub struct ServerConfig {
     pub socket_mode: String,
     /// Group (name or gid) of the socket file, for sockets shared by several apiservers.
     pub socket_group: Option<String>,
+    /// Confine the process with Landlock to the files the config names: "enforce" or "off".
+    pub sandbox: SandboxMode,
+    /// Absolute paths the sandbox lets the process read and execute besides those the config
+    /// names: files a vendor's PKCS#11 library reads by itself.
+    pub sandbox_read_paths: Vec<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,8 @@ impl Default for ServerConfig {
             allowed_peer_gids: Vec::new(),
             socket_mode: "0600".into(),
             socket_group: None,
+            sandbox: SandboxMode::default(),
+            sandbox_read_paths: Vec::new(),
         }
     }
 }
@@ -310,6 +318,17 @@ impl Config {
         polykms_core::SocketSpec::parse(&self.server.socket)
             .map_err(|e| ConfigError(format!("server.socket: {e}")))?;
         self.server.socket_access()?;
+        if let Some(p) = self
+            .server
+            .sandbox_read_paths
+            .iter()
+            .find(|p| p.is_relative())
+        {
+            return Err(ConfigError(format!(
+                "server.sandbox_read_paths: {} is relative; give absolute paths",
+                p.display()
+            )));
+        }
         self.http.address().map_err(ConfigError)?;
         if self.health.probe_interval.is_zero() || self.health.unhealthy_probe_interval.is_zero() {
             return Err(ConfigError(
@@ -401,6 +420,11 @@ impl Config {
             ),
             ("server.socket_mode", a.socket_mode != b.socket_mode),
             ("server.socket_group", a.socket_group != b.socket_group),
+            ("server.sandbox", a.sandbox != b.sandbox),
+            (
+                "server.sandbox_read_paths",
+                a.sandbox_read_paths != b.sandbox_read_paths,
+            ),
             ("http.listen", self.http != next.http),
         ]
         .into_iter()

@@ -12,6 +12,7 @@ mod hardening;
 mod logging;
 mod reencrypt;
 mod reload;
+mod sandbox;
 mod serve;
 mod watch;
 

@@ -130,6 +130,11 @@ impl Reloader {
             tracing::warn!(settings = ?changed,
                 "these [server]/[http] changes take effect only after a restart; applying backends and encrypt.with");
         }
+        // A Landlock domain cannot widen: a file outside it waits for a restart.
+        crate::sandbox::check_reload(&next).map_err(|e| {
+            self.plugin.metrics().reload(false);
+            Failure::Config(e.to_string())
+        })?;
         let ring = keyring(&next, self.plugin.metrics().clone())
             .await
             .inspect_err(|_| self.plugin.metrics().reload(false))?;

@@ -15,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::backends;
 use crate::config::{ApiName, Config, LogFormat, StatusVersionName};
 use crate::exit::Failure;
-use crate::{hardening, logging, reload};
+use crate::{hardening, logging, reload, sandbox};
 
 pub fn run(
     path: &Path,
@@ -30,9 +30,15 @@ pub fn run(
     }
     let overrides = Overrides { socket };
     overrides.apply(&mut config);
+    // Read while the cgroup's CPU limit is still readable: the runtime starts confined.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // While this is the only thread, so that every thread is confined (sandbox.rs).
+    let sandbox = sandbox::confine(&config, path)?;
     logging::init(&config.log, log_format);
     hardening::apply(&config.security);
+    sandbox.log();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(Failure::os("starting the async runtime"))?;
