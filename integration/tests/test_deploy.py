@@ -128,6 +128,25 @@ def test_encryption_configs_cover_every_backend_and_the_migration_orders():
     assert rot_kms[0]["endpoint"] != rot_kms[1]["endpoint"]
 
 
+def check_least_privilege(pod_spec, container, where):
+    """The pod security settings issue 26 asks of every deploy file, wherever they are set (a
+    container's securityContext wins over the pod's)."""
+    pod_sc, sc = pod_spec.get("securityContext", {}), container.get("securityContext", {})
+
+    def effective(key):
+        return sc.get(key, pod_sc.get(key))
+
+    assert effective("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+    assert effective("runAsUser") not in (None, 0), f"{where}: runAsUser"
+    assert effective("seccompProfile") == {"type": "RuntimeDefault"}, f"{where}: seccompProfile"
+    assert sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation"
+    assert sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem"
+    assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities.drop"
+    assert not sc.get("capabilities", {}).get("add"), f"{where}: capabilities.add"
+    assert not sc.get("privileged"), f"{where}: privileged"
+    assert not pod_spec.get("hostPID") and not pod_spec.get("hostIPC"), f"{where}: host namespaces"
+
+
 def test_static_pod_wiring():
     pod = yaml.safe_load((DEPLOY / "static-pod.yaml").read_text())
     spec = pod["spec"]
@@ -145,6 +164,7 @@ def test_static_pod_wiring():
     assert mounts["config"]["readOnly"] and not mounts["kmsplugin"].get("readOnly")
     assert vols["kmsplugin"]["hostPath"]["path"] == os.path.dirname(SOCKET)
     assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    check_least_privilege(spec, c, "static-pod.yaml")
     # The image's layout: its CMD, its config path under the read-only mount, its user, and
     # the image pinned by digest.
     assert c["args"] == dockerfile_cmd()
@@ -212,6 +232,7 @@ def test_chart_renders_a_valid_daemonset_on_control_planes(tmp_path):
     sc = spec["securityContext"]
     assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (65532, 65532, True)
     assert c["securityContext"]["readOnlyRootFilesystem"]
+    check_least_privilege(spec, c, "helm DaemonSet")
     config_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
     assert config_mount["readOnly"] and "subPath" not in config_mount
     assert c["args"][c["args"].index("--config") + 1] == config_mount["mountPath"] + "/config.toml"
@@ -274,6 +295,18 @@ def offline_env():
     for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)
     return env
+
+
+def test_chart_config_enforces_the_sandbox_and_lets_it_read_the_pkcs11_host_paths():
+    config = tomllib.loads(chart_config({"backends": {"local": {"enabled": True}}}))
+    assert config["server"]["sandbox"] == "enforce" and "sandbox_read_paths" not in config["server"]
+    values = {"backends": {"local": {"enabled": True}},
+              "pkcs11": {"hostPaths": [{"path": "/opt/hsm/lib"}, {"path": "/var/lib/hsm", "readOnly": False}]},
+              "config": {"sandboxReadPaths": ["/etc/hsm.conf"]}}
+    config = tomllib.loads(chart_config(values))
+    assert config["server"]["sandbox_read_paths"] == ["/opt/hsm/lib", "/var/lib/hsm", "/etc/hsm.conf"]
+    off = tomllib.loads(chart_config({"backends": {"local": {"enabled": True}}, "config": {"sandbox": "off"}}))
+    assert off["server"]["sandbox"] == "off"
 
 
 def test_chart_local_config_round_trips_with_the_real_binary(workdir):
@@ -555,8 +588,11 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path):
     tool = systemd_analyze()
     unit = (DEPLOY / "systemd" / "polykms.service").read_text()
     for directive in ("RuntimeDirectory=kmsplugin", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                      "CapabilityBoundingSet=\n", "ExecReload=/bin/kill -HUP $MAINPID"):
+                      "CapabilityBoundingSet=\n", "ExecReload=/bin/kill -HUP $MAINPID",
+                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "MemoryDenyWriteExecute=yes",
+                      "AmbientCapabilities=\n"):
         assert directive in unit, directive
+    assert len(re.findall(r"^RestrictAddressFamilies=", unit, re.M)) == 1
     copy = tmp_path / "polykms.service"
     copy.write_text(unit.replace("/usr/local/bin/polykms", str(BIN)))  # verify wants the binary
     r = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True, timeout=60)
@@ -565,6 +601,15 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path):
     r = subprocess.run([tool, "security", "--offline=yes", "--threshold=25", "--no-pager", str(copy)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    # docs/security.md records the score and the items that still count: keep them current.
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", r.stdout)
+    assert score, r.stdout[-2000:]
+    doc = (ROOT / "docs" / "security.md").read_text()
+    assert f"**{score[1]} {score[2]}**" in doc, f"docs/security.md does not record the score {score[1]} {score[2]}"
+    for line in r.stdout.splitlines():
+        if line.startswith("✗"):
+            setting = line.split()[1]
+            assert setting in doc, f"docs/security.md does not list {setting}"
 
 
 def test_tmpfiles_entry_creates_the_socket_dir_for_uid_65532(tmp_path):

@@ -118,6 +118,18 @@ socket = {{ printf "%s/%s" (trimSuffix "/" .Values.socketDir) .Values.socketName
 apis = {{ include "polykms.tomlValue" .Values.config.apis }}
 status_version = {{ toJson .Values.config.statusVersion }}
 provider_name = {{ toJson .Values.config.providerName }}
+sandbox = {{ toJson .Values.config.sandbox }}
+{{- /* The PKCS#11 vendor's mounted paths are what its library reads by itself. */}}
+{{- $readPaths := list }}
+{{- range .Values.pkcs11.hostPaths }}
+{{- $readPaths = append $readPaths .path }}
+{{- end }}
+{{- range .Values.config.sandboxReadPaths }}
+{{- $readPaths = append $readPaths . }}
+{{- end }}
+{{- if $readPaths }}
+sandbox_read_paths = {{ include "polykms.tomlValue" $readPaths }}
+{{- end }}
 
 [http]
 # The pod IP replaces this through POLYKMS_HTTP__LISTEN when metrics.listenOnPodIP is true.
