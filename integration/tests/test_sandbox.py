@@ -178,3 +178,31 @@ def test_a_watched_config_directory_swap_still_reloads_under_the_sandbox(workdir
     os.rename(conf_dir / "..data_tmp", conf_dir / "..data")
     assert wait_for(lambda: reloads(p, "success") >= 1), p.logs()
     assert round_trip(p) != key_id
+
+
+def test_a_kernel_without_landlock_serves_unconfined_and_says_so_once(workdir, plugins, monkeypatch):
+    """strace fails the Landlock syscalls with ENOSYS, as on a kernel built without it."""
+    import shutil
+
+    import conftest
+
+    strace = shutil.which("strace")
+    if not strace:
+        pytest.skip("strace is not installed")
+    wrapper = workdir / "no-landlock.sh"
+    wrapper.write_text(f'#!/bin/sh\nexec {strace} -f -o /dev/null -e trace=landlock_create_ruleset '
+                       f'-e inject=landlock_create_ruleset:error=ENOSYS {conftest.BIN} "$@"\n')
+    wrapper.chmod(0o755)
+    key = keygen(workdir / "k.key")
+    monkeypatch.setattr(conftest, "BIN", wrapper)
+    p = plugins(workdir, local_config([key]))
+    (child,) = Path(f"/proc/{p.proc.pid}/task/{p.proc.pid}/children").read_text().split()
+    try:
+        line = sandbox_line(p)
+        assert line["level"] == "INFO" and "no Landlock" in message(line), line
+        assert "NoNewPrivs:\t1" in Path(f"/proc/{child}/status").read_text()
+        round_trip(p)
+    finally:
+        # strace detaches on SIGTERM and leaves polykms running: stop polykms itself.
+        os.kill(int(child), signal.SIGTERM)
+        p.proc.wait(timeout=20)
