@@ -527,12 +527,18 @@ def scrape_until(p, names, timeout=20):
 
 def test_dashboard_and_alerts_use_only_metrics_polykms_exposes(workdir, plugins):
     """Scrapes a real plugin in which every metric family has data (families without samples
-    are not in the exposition): KMS calls, a failed Decrypt, a SIGHUP reload, and a Vault
-    backend with an expiring AppRole token next to the local one."""
+    are not in the exposition): KMS calls, a failed Decrypt, a SIGHUP reload, a Vault backend
+    with an expiring AppRole token next to the local one, and a decrypt-only AWS backend whose
+    key is scheduled for deletion (the deletion timestamp)."""
     import grpc
 
+    from stores import AwsStore
+
+    doomed = AwsStore()
+    doomed.kms.schedule_key_deletion(KeyId=doomed.key_id, PendingWindowInDays=7)
     key = keygen(workdir / "k.key")
-    config = local_config([key]).replace("[encrypt]", vault_approle_block() + "[encrypt]")
+    config = local_config([key]).replace(
+        "[encrypt]", vault_approle_block() + doomed.block("aws-doomed") + "[encrypt]")
     p = plugins(workdir, config)
     stub = p.v2()
     enc = stub.Encrypt(v2_pb2.EncryptRequest(plaintext=os.urandom(32), uid="u-deploy-1"), timeout=5)
@@ -541,7 +547,8 @@ def test_dashboard_and_alerts_use_only_metrics_polykms_exposes(workdir, plugins)
     with pytest.raises(grpc.RpcError):
         stub.Decrypt(v2_pb2.DecryptRequest(ciphertext=b"junk", uid="u-deploy-3", key_id=enc.key_id), timeout=5)
     p.send_signal(signal.SIGHUP)
-    exposed, families = scrape_until(p, {"polykms_config_reloads_total", "polykms_backend_credential_expiry_seconds"})
+    exposed, families = scrape_until(p, {"polykms_config_reloads_total", "polykms_backend_credential_expiry_seconds",
+                                         "polykms_key_deletion_timestamp_seconds"})
 
     referenced = {}
     for title, expr in grafana_exprs():

@@ -241,7 +241,7 @@ impl Metrics {
         let peer_refused = Counter::default();
         registry.register(
             "peer_refused",
-            "Calls refused because the caller's uid/gid is not allowed ([server] allowed_peer_uids / allowed_peer_gids)",
+            "Calls refused by the peer credential check ([server] allowed_peers and the lists it names)",
             peer_refused.clone(),
         );
         let reloads = Family::<OutcomeLabels, Counter>::default();
