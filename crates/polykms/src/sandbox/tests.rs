@@ -143,6 +143,7 @@ fn an_aws_backend_opens_the_files_the_aws_sdk_reads_by_environment() {
     assert!(aws_dir.optional, "~/.aws is read only when it exists");
 }
 
+#[cfg(feature = "pkcs11")]
 #[test]
 fn the_softhsm_token_directory_is_read_from_its_config() {
     let conf = "# comment\ndirectories.tokendir = /var/lib/softhsm/tokens/ \nlog.level = INFO\n";
