@@ -11,57 +11,23 @@ remedy polykms names: CancelKeyDeletion, then EnableKey."""
 
 import json
 import os
-import re
 import subprocess
 import time
 
-import pytest
 import requests
 
 from conftest import BIN
 from stores import AwsStore, VaultStore, plugin_config
+from lifecycle import PROBE_INTERVAL, lifecycle_metrics, on, settle, warn_records
 from test_backends import decrypt, encrypt, status, wait
 
-# plugin_config probes every 500 ms while healthy.
-PROBE_INTERVAL = 0.5
 
 
-def lifecycle_metrics(p, backend):
-    """{state: value} of polykms_key_lifecycle for `backend`, and the deletion timestamp."""
-    states, deletion = {}, None
-    for line in p.http("/metrics")[1].splitlines():
-        if f'backend="{backend}"' not in line:
-            continue
-        m = re.match(r'polykms_key_lifecycle\{.*state="([a-z_]+)".*\} (\S+)$', line)
-        if m:
-            states[m.group(1)] = float(m.group(2))
-        m = re.match(r"polykms_key_deletion_timestamp_seconds\{.*\} (\S+)$", line)
-        if m:
-            deletion = float(m.group(1))
-    return states, deletion
 
 
-def on(p, backend):
-    """The lifecycle states set for `backend` (`ok` when there is nothing to say)."""
-    return {s for s, v in lifecycle_metrics(p, backend)[0].items() if v == 1}
 
 
-def settle(p, probes):
-    """Lets `probes` more probes run."""
-    time.sleep(PROBE_INTERVAL * probes)
 
-
-def warn_records(p, text):
-    """WARN log records that name `text` anywhere (message or fields such as the reason)."""
-    out = []
-    for line in p.logs().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("level") == "WARN" and any(text in str(v) for v in rec.values()):
-            out.append(rec)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +56,7 @@ def test_aws_scheduled_deletion_is_unhealthy_at_once_with_date_and_undo_and_reco
 
     # Over several probes: one WARN, the turn to unhealthy, whose reason is the finding (key,
     # date, undo); no repeats per probe.
-    settle(p, probes=6)
+    settle(probes=6)
     warned = warn_records(p, "CancelKeyDeletion")
     assert len(warned) == 1, warned
     assert warned[0]["message"] == "backend unhealthy", warned
@@ -111,7 +77,7 @@ def test_aws_scheduled_deletion_logs_exactly_one_warn_naming_cancel_key_deletion
     wait(lambda: on(p, "aws") == {"ok"}, what="lifecycle ok for an enabled key")
     store.kms.schedule_key_deletion(KeyId=store.key_id, PendingWindowInDays=7)
     wait(lambda: status(p).healthz != "ok", limit=5, what="unhealthy after ScheduleKeyDeletion")
-    settle(p, probes=6)
+    settle(probes=6)
     warned = warn_records(p, "CancelKeyDeletion")
     assert len(warned) == 1, f"WARN records naming CancelKeyDeletion over 6 probes: {warned}"
 

@@ -9,16 +9,14 @@ CKA_END_DATE is set with C_SetAttributeValue through ctypes (pkcs11-tool cannot 
 
 import ctypes
 import datetime
-import json
 import os
-import re
 import subprocess
-import time
 
 import pytest
 
 from conftest import BIN
 from stores import KmipStore, plugin_config
+from lifecycle import lifecycle_metrics, on, settle, warn_records
 from test_backends import decrypt, encrypt, status, wait
 from test_pkcs11 import NO_CACHE, Token, env as pkcs11_env
 
@@ -26,42 +24,12 @@ from test_pkcs11 import NO_CACHE, Token, env as pkcs11_env
 # What the plugin says
 
 
-def lifecycle_metrics(p, backend):
-    """{state: value} of polykms_key_lifecycle for `backend`, and the deletion timestamp."""
-    states, deletion = {}, None
-    for line in p.http("/metrics")[1].splitlines():
-        if f'backend="{backend}"' not in line:
-            continue
-        m = re.match(r'polykms_key_lifecycle\{.*state="([a-z_]+)".*\} (\S+)$', line)
-        if m:
-            states[m.group(1)] = float(m.group(2))
-        m = re.match(r"polykms_key_deletion_timestamp_seconds\{.*\} (\S+)$", line)
-        if m:
-            deletion = float(m.group(1))
-    return states, deletion
 
 
-def on(p, backend):
-    return {s for s, v in lifecycle_metrics(p, backend)[0].items() if v == 1}
 
 
-def warn_lines(p, text):
-    """WARN log records that name `text` in their message or a field (a finding that turns the
-    backend unhealthy is logged once, as the reason of the 'backend unhealthy' record)."""
-    out = []
-    for line in p.logs().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("level") == "WARN" and any(text in str(v) for v in rec.values()):
-            out.append(rec)
-    return out
 
 
-def settle(p, probes=4):
-    """Lets a few more probes run (probe_interval is 500 ms in plugin_config)."""
-    time.sleep(0.5 * probes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,9 +61,9 @@ def test_kmip_revoked_key_is_unhealthy_saying_why_and_what_restores_wraps(workdi
     health = status(p).healthz
     assert "Deactivated" in health and f'make a new Active key named "{store.key}"' in health, health
     assert p.http("/readyz")[0] == 503
-    settle(p)
+    settle(probes=4)
     # One WARN for the change, not one per probe.
-    assert len(warn_lines(p, f"key {uid} is disabled")) == 1, p.logs()
+    assert len(warn_records(p, f"key {uid} is disabled")) == 1, p.logs()
 
 
 def test_kmip_older_key_revoked_then_destroyed_warns_and_status_stays_healthy(workdir, plugins):
@@ -114,12 +82,12 @@ def test_kmip_older_key_revoked_then_destroyed_warns_and_status_stays_healthy(wo
     st = status(p)
     assert st.healthz == "ok", st.healthz
     assert p.http("/readyz")[0] == 200
-    assert len(warn_lines(p, f"key {first} is disabled")) == 1, p.logs()
+    assert len(warn_records(p, f"key {first} is disabled")) == 1, p.logs()
     # PyKMIP deletes a destroyed object: Decrypts under it can never work again.
     kmip_admin(store, store.admin.destroy, first)
     wait(lambda: on(p, "kmip") == {"version_retired"}, what="version_retired after Destroy")
     assert status(p).healthz == "ok"
-    assert warn_lines(p, f"key {first} can no longer decrypt"), p.logs()
+    assert warn_records(p, f"key {first} can no longer decrypt"), p.logs()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +175,8 @@ def test_pkcs11_end_date_ahead_warns_and_past_makes_the_backend_unhealthy(token,
     wait(lambda: on(p, "hsm") == {"expiring"}, what="expiring within end_date_warning (30d)")
     assert status(p).healthz == "ok"
     assert lifecycle_metrics(p, "hsm")[1] == expiry_epoch(soon)
-    settle(p)
-    assert len(warn_lines(p, f"key {version} expires")) == 1, p.logs()
+    settle(probes=4)
+    assert len(warn_records(p, f"key {version} expires")) == 1, p.logs()
 
     # `polykms check` prints it; --strict fails on a key going away.
     cfg = workdir / "hsm-end.toml"
@@ -246,4 +214,4 @@ def test_pkcs11_older_key_object_past_its_end_date_warns_and_stays_healthy(token
     assert p.http("/readyz")[0] == 200
     # SoftHSM2 does not enforce end dates: what it wrapped still decrypts.
     assert decrypt(p, old) == seed
-    assert len(warn_lines(p, f"key {token.key_label}:01 has expired")) == 1, p.logs()
+    assert len(warn_records(p, f"key {token.key_label}:01 has expired")) == 1, p.logs()
