@@ -2,7 +2,7 @@
 //! the opener that decrypts DEK envelopes through the plugin's own Decrypt (commitment, key_id
 //! and per-format AAD checked as over the socket), built from `--config`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use polykms_ops::audit::{
     UnwrapFailure, UnwrapSettings,
 };
 
-use crate::backends::{self, BackendSettings};
+use crate::backends;
 use crate::config::{BackendEntry, Config, LogConfig, LogFormat};
 use crate::exit::{self, Failure};
 
@@ -169,7 +169,7 @@ impl PluginOpener {
             .backends
             .iter()
             .cloned()
-            .partition(|e| would_generate(e).is_none());
+            .partition(|e| e.settings.file_serve_would_generate().is_none());
         for e in &skipped {
             eprintln!(
                 "--config: backend {}: its key file does not exist (serve would generate a new \
@@ -224,17 +224,5 @@ impl EnvelopeOpener for PluginOpener {
                     message: e.to_string(),
                 })
         })
-    }
-}
-
-/// The key file of a local backend that `serve` would create (`generate_if_missing`).
-fn would_generate(entry: &BackendEntry) -> Option<&Path> {
-    match &entry.settings {
-        BackendSettings::Local(c) if c.generate_if_missing => c
-            .key_files
-            .first()
-            .filter(|p| !p.exists())
-            .map(PathBuf::as_path),
-        _ => None,
     }
 }

@@ -63,6 +63,20 @@ impl BackendSettings {
         }
     }
 
+    /// The key file `serve` would create at start (a local backend's missing first key file
+    /// with `generate_if_missing`): `check` and `audit` report it and write nothing.
+    pub fn file_serve_would_generate(&self) -> Option<&Path> {
+        match self {
+            BackendSettings::Local(c) if c.generate_if_missing => c
+                .key_files
+                .first()
+                .filter(|p| !p.exists())
+                .map(PathBuf::as_path),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// Every file these settings name (key files, CA bundles, token, PIN, secret and
     /// credential files): a new backend lists its own through [`ConfigFiles`].
     fn file_paths_mut(&mut self) -> Vec<&mut PathBuf> {

@@ -1,6 +1,6 @@
 //! `polykms check`: prove a configuration works before the apiserver depends on it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -8,7 +8,6 @@ use polykms_backend::SecretBytes;
 use polykms_core::plugin::aad_for;
 use rand::RngCore;
 
-use crate::backends::BackendSettings;
 use crate::config::{BackendEntry, Config, LogConfig, LogFormat};
 use crate::exit::Failure;
 use crate::{backends, logging};
@@ -34,12 +33,16 @@ async fn check(config: &Config, strict: bool) -> Result<(), Failure> {
     let to_generate: Vec<(&str, &Path)> = config
         .backends
         .iter()
-        .filter_map(|e| would_generate(e).map(|path| (e.name.as_str(), path)))
+        .filter_map(|e| {
+            e.settings
+                .file_serve_would_generate()
+                .map(|path| (e.name.as_str(), path))
+        })
         .collect();
     let entries: Vec<BackendEntry> = config
         .backends
         .iter()
-        .filter(|e| would_generate(e).is_none())
+        .filter(|e| e.settings.file_serve_would_generate().is_none())
         .cloned()
         .collect();
     for (name, path) in &to_generate {
@@ -162,18 +165,6 @@ async fn check(config: &Config, strict: bool) -> Result<(), Failure> {
             "backend(s) failed the check: {}",
             failed.join(", ")
         )))
-    }
-}
-
-/// The first key file of a local backend that `serve` would create (`generate_if_missing`).
-fn would_generate(entry: &BackendEntry) -> Option<&Path> {
-    match &entry.settings {
-        BackendSettings::Local(c) if c.generate_if_missing => c
-            .key_files
-            .first()
-            .filter(|p| !p.exists())
-            .map(PathBuf::as_path),
-        _ => None,
     }
 }
 
