@@ -133,6 +133,13 @@ impl OwnToken {
         self.dir.path().join("pin")
     }
 
+    /// A backend on this token, with the suite's config.
+    async fn backend(&self, env: &Env) -> Pkcs11Backend {
+        Pkcs11Backend::connect(&config(env, &self.label, &self.pin_file()))
+            .await
+            .expect("a backend on the test's own token")
+    }
+
     fn tool(&self) -> Command {
         let mut c = Command::new("pkcs11-tool");
         c.arg("--module").arg(&self.module).args([
@@ -261,9 +268,7 @@ async fn a_key_object_with_a_higher_id_rotates_and_old_wraps_still_unwrap() {
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     let v1 = probe_until_ok(&b).await;
     let old = b.wrap(&seed(1), b"aad").await.unwrap();
 
@@ -294,17 +299,13 @@ async fn ids_that_are_the_same_number_fail_probe_and_wrap_naming_both() {
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     probe_until_ok(&b).await;
 
     // Other bytes, same number: which one is greatest would depend on the listing order.
     token.keygen(&env.key_label, "0001");
     let probe = b.probe().await.unwrap_err();
-    let fresh = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let fresh = token.backend(&env).await;
     let wrap = fresh.wrap(&seed(1), b"aad").await.unwrap_err();
     for e in [probe, wrap] {
         assert_eq!(e.kind(), ErrorKind::Config, "{e}");
@@ -328,9 +329,7 @@ async fn deleting_the_wrapping_key_makes_probe_fail_with_key_unavailable() {
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     probe_until_ok(&b).await;
     let w = b.wrap(&seed(3), b"aad").await.unwrap();
     token.delete_key(&env.key_label, "01");
@@ -387,9 +386,7 @@ async fn a_wrong_pin_is_a_clean_error_after_a_single_login_attempt() {
     assert_eq!(hsm.pin.attempts(), 1);
 
     // The token was not locked: the right PIN still works.
-    let ok = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let ok = token.backend(&env).await;
     probe_until_ok(&ok).await;
 }
 
@@ -401,9 +398,7 @@ async fn a_token_deleted_and_recreated_under_a_running_backend_recovers() {
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     let before = probe_until_ok(&b).await;
     let w = b.wrap(&seed(4), b"aad").await.unwrap();
     assert_eq!(b.unwrap(&w, b"aad").await.unwrap(), seed(4));

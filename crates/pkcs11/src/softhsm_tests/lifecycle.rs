@@ -62,9 +62,7 @@ async fn a_current_key_object_near_its_end_date_warns_and_past_it_blocks_wraps()
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     let version = probe_until_ok(&b).await;
     assert!(b.key_lifecycle(&[]).await.unwrap().findings.is_empty());
 
@@ -99,9 +97,7 @@ async fn older_key_objects_past_their_end_date_or_deleted_warn_without_blocking(
     let _one = ONE_AT_A_TIME.lock().await;
     let token = OwnToken::create(&env);
     token.keygen(&env.key_label, "01");
-    let b = Pkcs11Backend::connect(&config(&env, &token.label, &token.pin_file()))
-        .await
-        .unwrap();
+    let b = token.backend(&env).await;
     let old: KeyVersion = probe_until_ok(&b).await;
     token.keygen(&env.key_label, "02");
     b.probe().await.unwrap();
