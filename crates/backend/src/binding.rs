@@ -5,7 +5,6 @@
 //! name fails with `WrongKey`, as with the backends that bind AAD natively. Like them, it does
 //! not stop someone who holds unwrap permission and calls the key store directly.
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{BackendError, SecretBytes};
@@ -26,10 +25,10 @@ impl AadDigestBinding {
     }
 
     fn digest(&self, aad: &[u8]) -> [u8; AAD_DIGEST_LEN] {
-        let mut h = Sha256::new();
+        let mut h = crate::crypto::Sha256::new();
         h.update(self.domain);
         h.update(aad);
-        h.finalize().into()
+        h.finish()
     }
 
     /// The value to wrap: the AAD digest followed by the seed.

@@ -5,6 +5,7 @@
 //! any key store. This crate has no runtime, no SDK and no network dependency on purpose.
 
 mod binding;
+pub mod crypto;
 mod error;
 mod files;
 mod lifecycle;

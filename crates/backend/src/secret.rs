@@ -24,6 +24,19 @@ impl SecretBytes {
         &self.0
     }
 
+    /// The secret bytes, writable in place (decryption into the buffer).
+    pub(crate) fn expose_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
+    /// Keeps the first `len` bytes, zeroizing the rest first.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len < self.0.len() {
+            self.0[len..].zeroize();
+            self.0.truncate(len);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
