@@ -83,20 +83,54 @@ impl std::fmt::Debug for Sha256 {
 
 /// HMAC-SHA256 of the concatenation of `parts` under `key`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; SHA256_LEN] {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let mut ctx = hmac::Context::with_key(&key);
+    let mut mac = HmacSha256::new(key);
     for part in parts {
-        ctx.update(part);
+        mac.update(part);
     }
-    let mut out = [0u8; SHA256_LEN];
-    out.copy_from_slice(ctx.sign().as_ref());
-    out
+    mac.finish()
 }
 
 /// Whether `tag` is the HMAC-SHA256 of `parts` under `key`, compared in constant time.
 pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-    let expected = hmac_sha256(key, parts);
-    aws_lc_rs::constant_time::verify_slices_are_equal(&expected, tag).is_ok()
+    let mut mac = HmacSha256::new(key);
+    for part in parts {
+        mac.update(part);
+    }
+    mac.verify(tag)
+}
+
+/// Incremental HMAC-SHA256.
+#[derive(Clone)]
+pub struct HmacSha256(hmac::Context);
+
+impl HmacSha256 {
+    pub fn new(key: &[u8]) -> Self {
+        HmacSha256(hmac::Context::with_key(&hmac::Key::new(
+            hmac::HMAC_SHA256,
+            key,
+        )))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; SHA256_LEN] {
+        let mut out = [0u8; SHA256_LEN];
+        out.copy_from_slice(self.0.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is the full tag, compared in constant time.
+    pub fn verify(self, tag: &[u8]) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.finish(), tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for HmacSha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacSha256(..)")
+    }
 }
 
 /// HKDF-SHA256 (RFC 5869): extract with `salt` from `ikm`, expand with the concatenation of
@@ -146,38 +180,36 @@ pub fn jitter(base: Duration, low: f64, high: f64) -> Duration {
     base.mul_f64(low + (high - low) * random_unit())
 }
 
-/// An AES-256-GCM key (the key schedule lives in the module; the key bytes are not kept here).
-pub struct Aes256Gcm(aead::LessSafeKey);
+/// An AES-256-GCM key whose encryption nonces the module makes itself (96 random bits from its
+/// DRBG: the internally generated IV that FIPS 140-3 IG C.H asks of an approved GCM encryption).
+pub struct Aes256Gcm(aead::RandomizedNonceKey);
 
 impl Aes256Gcm {
     /// The key from its 32 bytes.
     pub fn new(key: &[u8]) -> Result<Self, CryptoError> {
-        let unbound =
-            aead::UnboundKey::new(&aead::AES_256_GCM, key).map_err(|_| CryptoError::KeyLength {
+        aead::RandomizedNonceKey::new(&aead::AES_256_GCM, key)
+            .map(Aes256Gcm)
+            .map_err(|_| CryptoError::KeyLength {
                 algorithm: "AES-256-GCM",
                 expected: 32,
                 got: key.len(),
-            })?;
-        Ok(Aes256Gcm(aead::LessSafeKey::new(unbound)))
+            })
     }
 
-    /// Encrypts `plaintext` under `nonce` bound to `aad`: ciphertext followed by the 16-byte tag.
+    /// Encrypts `plaintext` bound to `aad` under a fresh nonce: the nonce, and the ciphertext
+    /// followed by the 16-byte tag.
     pub fn seal(
         &self,
-        nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, CryptoError> {
+    ) -> Result<([u8; GCM_NONCE_LEN], Vec<u8>), CryptoError> {
         let mut buf = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
         buf.extend_from_slice(plaintext);
-        self.0
-            .seal_in_place_append_tag(
-                aead::Nonce::assume_unique_for_key(*nonce),
-                aead::Aad::from(aad),
-                &mut buf,
-            )
+        let nonce = self
+            .0
+            .seal_in_place_append_tag(aead::Aad::from(aad), &mut buf)
             .map_err(|_| CryptoError::Module("AES-256-GCM encryption"))?;
-        Ok(buf)
+        Ok((*nonce.as_ref(), buf))
     }
 
     /// Decrypts ciphertext-and-tag; the plaintext comes back as a secret.
@@ -244,20 +276,32 @@ pub fn module() -> Module {
 }
 
 /// The start-up check of a FIPS build: the module is in FIPS mode (its power-on self tests and
-/// integrity check passed, or the process would have aborted) and its algorithm self tests pass
-/// when asked again. In a build without the module it only runs the self tests.
+/// integrity check passed, or the process would have aborted) and all its algorithm self tests
+/// pass when run again now. A build without the module has nothing to check.
 pub fn self_check() -> Result<Module, CryptoError> {
     let module = module();
-    if FIPS_BUILD && !module.fips_mode {
+    if !FIPS_BUILD {
+        return Ok(module);
+    }
+    let self_tests = aws_lc_rs::try_fips_self_test().map_err(|_| ());
+    judge(module, self_tests)
+}
+
+/// The verdict of [`self_check`] on what the module reported (separate so that both outcomes
+/// are tested in every build).
+fn judge(module: Module, self_tests: Result<(), ()>) -> Result<Module, CryptoError> {
+    if !module.fips_mode {
         return Err(CryptoError::NotFipsMode {
             module: module.to_string(),
             reason: "FIPS_mode() returned 0".into(),
         });
     }
-    aws_lc_rs::try_fips_self_test().map_err(|_| CryptoError::NotFipsMode {
-        module: module.to_string(),
-        reason: "the algorithm self tests failed".into(),
-    })?;
+    if self_tests.is_err() {
+        return Err(CryptoError::NotFipsMode {
+            module: module.to_string(),
+            reason: "its algorithm self tests failed".into(),
+        });
+    }
     Ok(module)
 }
 

@@ -2,6 +2,7 @@
 //! `cargo test -p polykms-backend --features fips`).
 
 use super::*;
+use aws_lc_rs::aead;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -101,9 +102,19 @@ fn aes_256_gcm_matches_the_gcm_specification_test_case_16() {
         "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662\
          76fc6ece0f4e1768cddf8853bb2d551b",
     );
+    // Encryption under a chosen nonce is not offered (the module makes every nonce), so the
+    // vector checks decryption, and the module's own GCM under the vector's nonce its encryption.
+    let mut fixed = plaintext.clone();
+    aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &key).unwrap())
+        .seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(&aad),
+            &mut fixed,
+        )
+        .unwrap();
+    assert_eq!(fixed, expected);
     let gcm = Aes256Gcm::new(&key).unwrap();
-    let sealed = gcm.seal(&nonce, &aad, &plaintext).unwrap();
-    assert_eq!(sealed, expected);
+    let sealed = expected;
     assert_eq!(gcm.open(&nonce, &aad, &sealed).unwrap().expose(), &plaintext[..]);
     for i in 0..sealed.len() {
         for bit in 0..8 {
@@ -117,6 +128,18 @@ fn aes_256_gcm_matches_the_gcm_specification_test_case_16() {
         gcm.open(&nonce, &aad, &sealed[..15]),
         Err(CryptoError::Open)
     );
+}
+
+#[test]
+fn aes_256_gcm_seals_under_fresh_nonces_and_opens_its_own_output() {
+    let gcm = Aes256Gcm::new(&[7u8; 32]).unwrap();
+    let (n1, c1) = gcm.seal(b"aad", b"seed").unwrap();
+    let (n2, c2) = gcm.seal(b"aad", b"seed").unwrap();
+    assert_ne!(n1, n2);
+    assert_ne!(c1, c2);
+    assert_eq!(c1.len(), 4 + GCM_TAG_LEN);
+    assert_eq!(gcm.open(&n1, b"aad", &c1).unwrap().expose(), b"seed");
+    assert_eq!(gcm.open(&n2, b"aad", &c1), Err(CryptoError::Open));
 }
 
 #[test]
@@ -159,4 +182,23 @@ fn the_module_reports_its_mode_and_passes_its_self_tests() {
     } else {
         assert_eq!(module.name, "AWS-LC");
     }
+}
+
+#[test]
+fn the_start_up_verdict_refuses_a_module_out_of_fips_mode_or_failing_its_self_tests() {
+    let on = Module {
+        name: "AWS-LC FIPS",
+        version: "4.0.0",
+        fips_branch: Some(4),
+        fips_mode: true,
+    };
+    assert_eq!(judge(on.clone(), Ok(())), Ok(on.clone()));
+    let off = Module {
+        fips_mode: false,
+        ..on.clone()
+    };
+    let err = judge(off, Ok(())).unwrap_err().to_string();
+    assert!(err.contains("not in FIPS mode") && err.contains("FIPS_mode() returned 0"), "{err}");
+    let err = judge(on, Err(())).unwrap_err().to_string();
+    assert!(err.contains("self tests failed"), "{err}");
 }

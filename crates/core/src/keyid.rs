@@ -2,7 +2,7 @@
 //! backend. It changes when any of them rotates and never otherwise, is the same on every node
 //! and after every restart with the same config, and reveals nothing secret.
 
-use sha2::{Digest, Sha256};
+use polykms_backend::crypto::Sha256;
 
 /// Prefix naming the derivation, so a future scheme cannot collide with this one.
 const PREFIX: &str = "pk1-";
@@ -13,12 +13,12 @@ pub fn key_id<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String
     h.update(b"polykms key_id v1\0");
     for (name, version) in pairs {
         // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        h.update((name.len() as u64).to_be_bytes());
+        h.update(&(name.len() as u64).to_be_bytes());
         h.update(name.as_bytes());
-        h.update((version.len() as u64).to_be_bytes());
+        h.update(&(version.len() as u64).to_be_bytes());
         h.update(version.as_bytes());
     }
-    let digest = h.finalize();
+    let digest = h.finish();
     format!("{PREFIX}{}", hex::encode(&digest[..16]))
 }
 

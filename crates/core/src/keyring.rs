@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use polykms_backend::{KeyEncryptionBackend, KeyLifecycle, KeyVersion};
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -512,7 +511,7 @@ async fn prober(ring: Weak<Keyring>, index: usize, settings: ProbeSettings) {
             settings.unhealthy_interval
         };
         // ±10 % jitter, so many nodes do not probe a shared key store in lock step.
-        let wait = base.mul_f64(rand::rng().random_range(0.9..1.1));
+        let wait = polykms_backend::crypto::jitter(base, 0.9, 1.1);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = slot.wake.notified() => {}

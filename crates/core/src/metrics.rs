@@ -11,7 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -65,6 +64,8 @@ struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+    /// "true" when the cryptographic module runs in FIPS mode (a FIPS build that started).
+    fips: &'static str,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -258,6 +259,11 @@ impl Metrics {
         build
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
+                fips: if polykms_backend::crypto::module().fips_mode {
+                    "true"
+                } else {
+                    "false"
+                },
             })
             .set(1);
         registry.register("build_info", "polykms build information", build);
@@ -523,7 +529,7 @@ pub fn apiserver_key_id_hash(key_id: &str) -> String {
     if key_id.is_empty() {
         return String::new();
     }
-    format!("sha256:{}", hex::encode(Sha256::digest(key_id.as_bytes())))
+    format!("sha256:{}", hex::encode(polykms_backend::crypto::sha256(key_id.as_bytes())))
 }
 
 #[cfg(test)]
@@ -546,6 +552,11 @@ mod tests {
             "polykms_key_id_info{key_id=\"pk1-abc\",key_id_hash=\"sha256:ff835b068571d895524b2fc241a5f2bab350dd82709f480730d88846675e7557\",backend=\"local\",key_version=\"local:00\"} 1",
             "polykms_key_id_changes_total 1",
             "polykms_build_info{version=",
+            if polykms_backend::crypto::FIPS_BUILD {
+                ",fips=\"true\"} 1"
+            } else {
+                ",fips=\"false\"} 1"
+            },
             "polykms_in_flight_requests 0",
             "polykms_config_reloads_total{outcome=\"success\"} 0",
             "polykms_config_reloads_total{outcome=\"failure\"} 0",

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use polykms_backend::{BackendError, SecretBytes, WrappedKey};
-use rand::Rng;
-use sha2::{Digest, Sha256};
+use polykms_backend::crypto::Sha256;
 use tokio::time::Instant;
 
 use crate::cache::{CacheSettings, UnwrapCache};
@@ -496,7 +495,7 @@ impl Plugin {
             ) {
                 slot.probe_soon();
             }
-            let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+            let sleep = polykms_backend::crypto::jitter(backoff, 0.5, 1.0);
             if !err.is_retryable() || attempt == attempts || Instant::now() + sleep >= deadline {
                 return Err(CoreError::backend(&slot.name, err));
             }
@@ -579,15 +578,15 @@ fn wraps_key_id(wraps: &[Wrap]) -> String {
 
 fn request_digest(ciphertext: &[u8], annotations: &BTreeMap<String, Vec<u8>>) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update((ciphertext.len() as u64).to_be_bytes());
+    h.update(&(ciphertext.len() as u64).to_be_bytes());
     h.update(ciphertext);
     for (k, v) in annotations {
-        h.update((k.len() as u64).to_be_bytes());
+        h.update(&(k.len() as u64).to_be_bytes());
         h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
+        h.update(&(v.len() as u64).to_be_bytes());
         h.update(v);
     }
-    h.finalize().into()
+    h.finish()
 }
 
 #[cfg(test)]

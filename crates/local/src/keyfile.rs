@@ -5,7 +5,6 @@ use std::path::Path;
 
 use base64::Engine;
 use polykms_backend::{BackendError, SecretBytes, read_private_file};
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 /// Length of a local key-encryption key: AES-256.
@@ -45,7 +44,8 @@ pub fn generate_key_file(path: &Path) -> Result<(), BackendError> {
             .map_err(|e| BackendError::config(format!("creating {}: {e}", parent.display())))?;
     }
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    rand::rng().fill_bytes(key.as_mut());
+    polykms_backend::crypto::fill_random(key.as_mut())
+        .map_err(|e| BackendError::internal(format!("key file {shown}: {e}")))?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -10,18 +10,12 @@ mod keyfile;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
+use polykms_backend::crypto::{Aes256Gcm, GCM_NONCE_LEN as NONCE_LEN, GCM_TAG_LEN as TAG_LEN, Sha256};
 use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
-use rand::RngCore;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 pub use keyfile::{KEY_LEN, generate_key_file, read_key_file};
-
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 
 /// `type = "local"` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,7 +84,7 @@ impl LocalBackend {
                     path.display()
                 )));
             }
-            let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|_| {
+            let cipher = Aes256Gcm::new(key.expose()).map_err(|_| {
                 BackendError::config(format!("{}: not a 256-bit key", path.display()))
             })?;
             keys.push(LocalKey { version, cipher });
@@ -121,7 +115,7 @@ fn key_version_of(key: &[u8]) -> KeyVersion {
     let mut h = Sha256::new();
     h.update(b"polykms local key version v1\0");
     h.update(key);
-    let digest = h.finalize();
+    let digest = h.finish();
     KeyVersion::new(format!("local:{}", hex::encode(&digest[..8])))
 }
 
@@ -142,18 +136,10 @@ impl KeyEncryptionBackend for LocalBackend {
 
     async fn wrap(&self, plaintext: &SecretBytes, aad: &[u8]) -> Result<WrappedKey, BackendError> {
         let key = self.current();
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        let sealed = key
+        let (nonce, sealed) = key
             .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext.expose(),
-                    aad,
-                },
-            )
-            .map_err(|_| BackendError::internal("AES-GCM encryption failed"))?;
+            .seal(aad, plaintext.expose())
+            .map_err(|e| BackendError::internal(e.to_string()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
@@ -177,8 +163,7 @@ impl KeyEncryptionBackend for LocalBackend {
         let (nonce, sealed) = ct.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split_at gives NONCE_LEN bytes");
         key.cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad })
-            .map(SecretBytes::new)
+            .open(&nonce, aad, sealed)
             .map_err(|_| {
                 BackendError::wrong_key("authentication failed: wrong key or context, or tampered")
             })

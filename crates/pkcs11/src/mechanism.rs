@@ -7,8 +7,6 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use polykms_backend::{BackendError, SecretBytes};
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use zeroize::Zeroize;
 
 use crate::binding;
@@ -59,9 +57,8 @@ fn gcm_encrypt(
     aad: &[u8],
 ) -> Result<Vec<u8>, Failure> {
     let mut iv = [0u8; IV_LEN];
-    OsRng
-        .try_fill_bytes(&mut iv)
-        .map_err(|e| BackendError::internal(format!("the OS RNG failed: {e}")))?;
+    polykms_backend::crypto::fill_random(&mut iv)
+        .map_err(|e| BackendError::internal(format!("GCM IV: {e}")))?;
     let sealed = {
         let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())
             .map_err(|e| Failure::Module(Operation::Wrap, e))?;

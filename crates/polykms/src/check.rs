@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use polykms_backend::SecretBytes;
 use polykms_core::plugin::aad_for;
-use rand::RngCore;
 
 use crate::config::{BackendEntry, Config, LogConfig, LogFormat};
 use crate::exit::Failure;
@@ -188,9 +187,7 @@ async fn round_trip(
     let started = Instant::now();
     let attempt = async {
         let version = backend.probe().await.map_err(|e| format!("probe: {e}"))?;
-        let mut seed = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        let seed = SecretBytes::new(seed);
+        let seed = polykms_backend::crypto::random_secret(32).map_err(|e| format!("seed: {e}"))?;
         let wrapped = backend
             .wrap(&seed, aad)
             .await

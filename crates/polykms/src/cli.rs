@@ -71,12 +71,20 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::escrow::EscrowCommand,
     },
-    /// Print the version and the git revision it was built from.
+    /// Print the version, the git revision it was built from and the cryptographic module
+    /// (AWS-LC, or the AWS-LC FIPS module of a `--features fips` build, and its mode).
     Version,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
+    let result = crate::fips::start_up_check().and_then(|()| command(cli));
+    let code = crate::exit::finish(result);
+    crate::logging::flush();
+    code
+}
+
+fn command(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
         Command::Serve {
             config,
             socket,
@@ -99,10 +107,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 env!("CARGO_PKG_VERSION"),
                 env!("POLYKMS_GIT_REVISION")
             );
+            println!("{}", crate::fips::module_line());
             Ok(())
         }
-    };
-    let code = crate::exit::finish(result);
-    crate::logging::flush();
-    code
+    }
 }

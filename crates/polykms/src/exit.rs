@@ -10,6 +10,9 @@ use crate::config::ConfigError;
 pub const CONFIG: u8 = 64;
 /// A key store, API server or etcd that cannot be reached or used (sysexits EX_UNAVAILABLE).
 pub const UNAVAILABLE: u8 = 69;
+/// The cryptographic module failed its start-up check: a FIPS build whose module is not in
+/// FIPS mode or whose self tests fail (sysexits EX_SOFTWARE).
+pub const CRYPTO_MODULE: u8 = 70;
 /// The socket or HTTP listener cannot be bound, or another local OS resource fails
 /// (sysexits EX_OSERR).
 pub const OS: u8 = 71;

@@ -8,6 +8,7 @@ mod config;
 #[cfg(feature = "escrow")]
 mod escrow;
 mod exit;
+mod fips;
 mod hardening;
 mod logging;
 mod reencrypt;

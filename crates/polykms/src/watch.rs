@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// Quiet time after the last event before the files are read: an editor's save or a
@@ -28,7 +27,7 @@ pub type FileDigest = Option<[u8; 32]>;
 /// Reads and digests `path` (following symlinks). The bytes are not kept.
 pub fn digest(path: &Path) -> FileDigest {
     let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
-    Some(Sha256::digest(&*bytes).into())
+    Some(polykms_backend::crypto::sha256(&bytes))
 }
 
 /// The watched files and the digests a reload last saw of them.

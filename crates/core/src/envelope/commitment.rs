@@ -3,10 +3,8 @@
 //! the seed their backend unwrapped knows the whole envelope was made by someone who held that
 //! seed: no wrap, flag, name or key version can be altered or swapped in for another seed's.
 
-use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
 use polykms_backend::SecretBytes;
-use sha2::Sha256;
+use polykms_backend::crypto::{self, HmacSha256};
 use zeroize::Zeroizing;
 
 /// Bytes of HMAC-SHA256 kept at the end of a sealed envelope (the full tag).
@@ -20,7 +18,7 @@ const INFO_V3: &[u8] = b"polykms:envelope:v3:commitment";
 
 /// The MAC over an envelope: the bytes before the commitment, then each wrap stored in an
 /// annotation, in wrap order, as a 4-byte big-endian length and the value.
-pub(super) struct Commitment(Hmac<Sha256>);
+pub(super) struct Commitment(HmacSha256);
 
 impl Commitment {
     pub(super) fn new(format: u8, seed: &SecretBytes, envelope_head: &[u8]) -> Self {
@@ -30,11 +28,9 @@ impl Commitment {
             INFO_V3
         };
         let mut key = Zeroizing::new([0u8; 32]);
-        Hkdf::<Sha256>::new(Some(SALT), seed.expose())
-            .expand(info, key.as_mut())
+        crypto::hkdf_sha256(SALT, seed.expose(), &[info], key.as_mut())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref())
-            .expect("HMAC takes keys of any length");
+        let mut mac = HmacSha256::new(key.as_ref());
         mac.update(envelope_head);
         Commitment(mac)
     }
@@ -45,11 +41,11 @@ impl Commitment {
     }
 
     pub(super) fn tag(self) -> [u8; COMMITMENT_LEN] {
-        self.0.finalize().into_bytes().into()
+        self.0.finish()
     }
 
     /// Constant-time comparison with the tag an envelope carries.
     pub(super) fn verify(self, tag: &[u8]) -> bool {
-        self.0.verify_slice(tag).is_ok()
+        self.0.verify(tag)
     }
 }

@@ -9,7 +9,6 @@ mod commitment;
 use std::collections::BTreeMap;
 
 use polykms_backend::SecretBytes;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use commitment::COMMITMENT_LEN;
@@ -336,7 +335,7 @@ fn commitment(
 }
 
 fn annotation_digest(value: &[u8]) -> [u8; ANNOTATION_DIGEST_LEN] {
-    let digest = Sha256::digest(value);
+    let digest = polykms_backend::crypto::sha256(value);
     let mut out = [0u8; ANNOTATION_DIGEST_LEN];
     out.copy_from_slice(&digest[..ANNOTATION_DIGEST_LEN]);
     out
