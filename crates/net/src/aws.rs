@@ -1,6 +1,9 @@
 //! Network settings for the AWS SDK: an `HttpClient` that sends each request through the
 //! proxy the shared resolver picks for its URL (or directly), trusting `ca_file` in addition
-//! to the system roots. Connections are the SDK's own hyper + rustls (aws-lc) connectors.
+//! to the system roots. Connections are the SDK's own hyper + rustls (aws-lc) connectors, in
+//! `CryptoMode::AwsLcFips` in a FIPS build: the SDK then builds its rustls config on
+//! `rustls::crypto::default_fips_provider()` (asserting `provider.fips()`), restricted to
+//! AES-GCM suites, so the config reports `fips()` (docs/fips-tls.md).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -46,6 +49,18 @@ pub fn http_client(network: &Network) -> Result<SharedHttpClient, NetError> {
     }))
 }
 
+/// The SDK connector's rustls provider: the FIPS one in a FIPS build.
+fn crypto_mode() -> CryptoMode {
+    #[cfg(feature = "fips")]
+    {
+        CryptoMode::AwsLcFips
+    }
+    #[cfg(not(feature = "fips"))]
+    {
+        CryptoMode::AwsLc
+    }
+}
+
 type SettingsKey = (Option<Duration>, Option<Duration>);
 
 #[derive(Debug)]
@@ -69,7 +84,7 @@ impl RoutingClient {
         SharedHttpConnector::new(
             builder
                 .proxy_config(proxy)
-                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .tls_provider(Provider::Rustls(crypto_mode()))
                 .tls_context(self.tls.clone())
                 .build(),
         )

@@ -5,7 +5,8 @@
 //! `no_proxy`, `proxy_credentials_file` and `ca_file` sit next to the backend's own), resolves it
 //! once into a [`Network`], and builds its HTTP client from that: [`reqwest_client`] for the
 //! reqwest-based SDKs, [`aws`] for the AWS SDK. One resolver decides for every stack, so the
-//! four backends treat proxies the same way.
+//! four backends treat proxies the same way. [`tls`] says which rustls crypto provider every
+//! TLS client uses (the FIPS one in a FIPS build) and checks each client config against it.
 
 mod ca;
 mod error;
@@ -18,6 +19,7 @@ pub mod aws;
 pub mod reqwest_client;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 use std::path::PathBuf;
 

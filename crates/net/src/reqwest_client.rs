@@ -2,14 +2,31 @@
 
 use std::sync::Arc;
 
+use crate::tls::{self, ClientIdentity, Trust};
 use crate::{CaRoots, NetError, Network, Proxies};
 
-/// Applies `network` to `builder`: every request asks the shared resolver for its proxy
-/// (reqwest's own environment lookup is switched off), and `ca_file` joins the roots.
+/// The ALPN protocols reqwest offers itself when built, as here, without its `http2` feature.
+const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// [`configure`] with the system roots and `ca_file` as `roots` says, no client certificate.
 pub fn apply(
-    mut builder: reqwest::ClientBuilder,
+    builder: reqwest::ClientBuilder,
     network: &Network,
     roots: CaRoots,
+) -> Result<reqwest::ClientBuilder, NetError> {
+    configure(builder, network, Trust::System(roots), None, "HTTP client")
+}
+
+/// Applies `network` to `builder`: every request asks the shared resolver for its proxy
+/// (reqwest's own environment lookup is switched off), and TLS is our own rustls config
+/// ([`tls::client_config`]: this build's provider, `trust`, `identity`), checked to be FIPS in a
+/// FIPS build, handed to reqwest whole so that reqwest builds none of its own.
+pub fn configure(
+    mut builder: reqwest::ClientBuilder,
+    network: &Network,
+    trust: Trust,
+    identity: Option<ClientIdentity>,
+    client: &str,
 ) -> Result<reqwest::ClientBuilder, NetError> {
     builder = builder.no_proxy();
     let proxies = Arc::new(network.proxies().clone());
@@ -27,17 +44,6 @@ pub fn apply(
         }
         builder = builder.proxy(proxy);
     }
-    if let Some(ca) = network.ca() {
-        let certs = ca
-            .certificates()
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NetError::new("ca_file", format!("{}: {e}", ca.path().display())))?;
-        builder = match roots {
-            CaRoots::AddToSystem => builder.tls_certs_merge(certs),
-            CaRoots::Only => builder.tls_certs_only(certs),
-        };
-    }
-    Ok(builder)
+    let config = tls::client_config(network, trust, identity, ALPN, client)?;
+    Ok(builder.tls_backend_preconfigured(config))
 }

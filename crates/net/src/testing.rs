@@ -285,6 +285,15 @@ impl TlsRelay {
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
             .map_err(std::io::Error::other)?;
+        Self::start_with(config, upstream).await
+    }
+
+    /// Starts the relay to `upstream` with a server config of the test's making (cipher suites,
+    /// client authentication).
+    pub async fn start_with(
+        config: rustls::ServerConfig,
+        upstream: SocketAddr,
+    ) -> std::io::Result<Self> {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
