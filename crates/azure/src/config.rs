@@ -127,6 +127,22 @@ pub enum WrapAlgorithm {
 }
 
 impl WrapAlgorithm {
+    /// Whether a FIPS build accepts this algorithm: FIPS-approved key transport or key
+    /// wrapping. The match is exhaustive so that a new variant (e.g. `RSA1_5`, PKCS#1 v1.5,
+    /// which SP 800-131A disallows for key transport) must be decided here.
+    pub fn fips_approved(self) -> bool {
+        match self {
+            // KTS-OAEP, SP 800-56B Rev. 2 (SHA-1 stays acceptable outside signatures,
+            // SP 800-131A Rev. 2).
+            WrapAlgorithm::RsaOaep256 | WrapAlgorithm::RsaOaep => true,
+            // KW and KWP, SP 800-38F.
+            WrapAlgorithm::A128Kw
+            | WrapAlgorithm::A192Kw
+            | WrapAlgorithm::A256Kw
+            | WrapAlgorithm::CkmAesKeyWrapPad => true,
+        }
+    }
+
     /// The SDK's value for this algorithm.
     pub(crate) fn sdk(self) -> EncryptionAlgorithm {
         match self {
@@ -209,6 +225,24 @@ impl AzureConfig {
 
     /// Checks what can be checked without the network; errors name the field.
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
+        self.check_fips(polykms_backend::crypto::FIPS_BUILD)?;
+        self.validate_fields()
+    }
+
+    /// What a FIPS build (`fips`) refuses: a wrapping algorithm that is not FIPS-approved.
+    pub(crate) fn check_fips(&self, fips: bool) -> Result<(), BackendError> {
+        if fips && !self.algorithm.fips_approved() {
+            return Err(BackendError::config(format!(
+                "algorithm: {:?} is not a FIPS-approved key transport or key wrap; \
+                 a FIPS build accepts RSA-OAEP-256, RSA-OAEP, A128KW, A192KW, A256KW, \
+                 CKM_AES_KEY_WRAP_PAD",
+                self.algorithm
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_fields(&self) -> Result<(), BackendError> {
         let url = self.vault_base();
         let Some(rest) = url.strip_prefix("https://") else {
             return Err(BackendError::config(format!(
@@ -349,6 +383,31 @@ mod tests {
         let json = r#"{"vault_url":"https://a.vault.azure.net","key_name":"k",
             "auth":{"method":"client_secret","tenant_id":"t","client_id":"c","client_secret":"s3cr3t"}}"#;
         assert!(parse(json).is_err());
+    }
+
+    #[test]
+    fn every_accepted_algorithm_is_fips_approved_in_either_build() {
+        for name in [
+            "RSA-OAEP-256",
+            "RSA-OAEP",
+            "A128KW",
+            "A192KW",
+            "A256KW",
+            "CKM_AES_KEY_WRAP_PAD",
+        ] {
+            let mut c = minimal();
+            c.algorithm = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert!(c.algorithm.fips_approved(), "{name}");
+            c.check_fips(true).unwrap();
+            c.check_fips(false).unwrap();
+        }
+        // PKCS#1 v1.5 key transport is not even parsed: refused in every build.
+        let err = parse(
+            r#"{"vault_url":"https://kv.vault.azure.net","key_name":"k","algorithm":"RSA1_5",
+                "auth":{"method":"managed_identity"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("RSA1_5"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, FixedRetryOptions, RetryOptions, Transport};
 use azure_core::time::Duration;
 use polykms_backend::BackendError;
+use polykms_net::tls::Trust;
 use polykms_net::{CaRoots, Network};
 
 use crate::config::AzureConfig;
@@ -34,7 +35,9 @@ pub(crate) fn client_options(
         // Key Vault does not redirect; following one would carry the token elsewhere.
         .redirect(reqwest::redirect::Policy::none())
         .https_only(true);
-    builder = polykms_net::reqwest_client::apply(builder, network, CaRoots::AddToSystem)?;
+    let trust = Trust::System(CaRoots::AddToSystem);
+    builder =
+        polykms_net::reqwest_client::configure(builder, network, trust, None, "azure backend")?;
     let http = builder
         .build()
         .map_err(|e| BackendError::config(format!("ca_file: cannot build the TLS client: {e}")))?;

@@ -7,6 +7,7 @@ use google_cloud_auth::credentials::{self, Credentials};
 use google_cloud_kms_v1::client::KeyManagementService;
 use polykms_backend::{BackendError, SensitiveString};
 use polykms_net::CaRoots;
+use polykms_net::tls::Trust;
 
 use crate::config::{GcpAuth, GcpConfig};
 use crate::transport::{DEFAULT_ENDPOINT, RestTransport};
@@ -29,11 +30,13 @@ pub(crate) async fn build_client(
         // Cloud KMS does not redirect; following one would carry the token elsewhere.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("polykms/", env!("CARGO_PKG_VERSION")));
-    let http = polykms_net::reqwest_client::apply(builder, &network, CaRoots::AddToSystem)?
-        .build()
-        .map_err(|e| {
-            BackendError::config(format!("endpoint: cannot build the HTTP client: {e}"))
-        })?;
+    let trust = Trust::System(CaRoots::AddToSystem);
+    let http =
+        polykms_net::reqwest_client::configure(builder, &network, trust, None, "gcp backend")?
+            .build()
+            .map_err(|e| {
+                BackendError::config(format!("endpoint: cannot build the HTTP client: {e}"))
+            })?;
     let client = KeyManagementService::from_stub(RestTransport::new(http, endpoint, credentials));
     Ok((client, network.describe_for(endpoint, CaRoots::AddToSystem)))
 }

@@ -140,7 +140,9 @@ impl GcpConfig {
         if self.timeout_ms == 0 {
             return Err(BackendError::config("timeout_ms: must be greater than 0"));
         }
-        Ok(())
+        crate::fips::check(&self.auth, polykms_backend::crypto::FIPS_BUILD, |name| {
+            std::env::var(name).ok()
+        })
     }
 }
 

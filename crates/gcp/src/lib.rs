@@ -12,6 +12,7 @@
 mod client;
 mod config;
 mod error;
+mod fips;
 mod integrity;
 mod lifecycle;
 mod transport;

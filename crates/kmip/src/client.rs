@@ -101,12 +101,11 @@ impl Client {
     ) -> Result<Self, BackendError> {
         let identity = read_identity(config)?;
         let (roots, trust) = trust::root_store(config, system_roots)?;
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BackendError::internal(format!("TLS versions: {e}")))?
-        .with_root_certificates(roots);
+        let builder =
+            rustls::ClientConfig::builder_with_provider(Arc::new(polykms_net::tls::provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| BackendError::internal(format!("TLS versions: {e}")))?
+                .with_root_certificates(roots);
         let tls = match identity {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
                 BackendError::config(format!(
@@ -115,6 +114,7 @@ impl Client {
             })?,
             None => builder.with_no_client_auth(),
         };
+        polykms_net::tls::require_fips(&tls, "kmip backend")?;
         let host = config
             .tls_server_name
             .clone()

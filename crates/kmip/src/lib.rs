@@ -23,11 +23,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use polykms_backend::crypto::{fill_random, random_secret};
 use polykms_backend::{
     BackendError, ErrorKind, KeyEncryptionBackend, KeyLifecycle, KeyVersion, SecretBytes,
     WrappedKey,
 };
-use rand::RngCore;
 
 pub use config::{KeySelector, KmipConfig};
 
@@ -184,7 +184,7 @@ impl KmipBackend {
 
     async fn encrypt(&self, uid: &str, plaintext: &[u8], aad: &[u8]) -> Result<GcmWrap, CallError> {
         let mut iv = vec![0u8; IV_LEN];
-        rand::rng().fill_bytes(&mut iv);
+        fill_random(&mut iv).map_err(|e| BackendError::internal(format!("GCM IV: {e}")))?;
         let payload = self
             .call(
                 Operation::Encrypt,
@@ -239,9 +239,8 @@ impl KmipBackend {
 
     /// Encrypt then Decrypt of random bytes under `uid`: the server can use the key now.
     async fn canary(&self, uid: &str) -> Result<(), BackendError> {
-        let mut probe = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut probe);
-        let probe = SecretBytes::new(probe);
+        let probe = random_secret(32)
+            .map_err(|e| BackendError::internal(format!("canary plaintext: {e}")))?;
         let wrap = self
             .encrypt(uid, probe.expose(), CANARY_AAD)
             .await

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use polykms_backend::{BackendError, SensitiveString};
 use polykms_net::CaRoots;
 use polykms_net::Network;
+use polykms_net::tls::{ClientIdentity, Trust};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use vaultrs::api::EndpointMiddleware;
@@ -30,26 +31,36 @@ impl HttpSetup {
     pub fn build(config: &VaultConfig, address: &Url) -> Result<Self, BackendError> {
         let mut base = address.clone();
         let mut builder = reqwest::Client::builder()
-            .tls_backend_rustls()
             .timeout(config.timeout())
             .connect_timeout(config.timeout())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .user_agent(concat!("polykms/", env!("CARGO_PKG_VERSION")));
-        if address.scheme() == "http" {
-            // Plain HTTP needs no trust store; avoids loading the platform one.
-            builder = builder.tls_certs_only(Vec::new());
-        }
+        // Plain HTTP needs no trust store; avoids loading the platform one.
+        let trust = if address.scheme() == "http" {
+            Trust::NoSystem
+        } else {
+            Trust::System(CaRoots::Only)
+        };
         let network = config.network.resolve()?;
-        builder = polykms_net::reqwest_client::apply(builder, &network, CaRoots::Only)?;
-        if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
-            let mut pem = Zeroizing::new(read_file("client_cert_file", cert)?);
-            pem.push(b'\n');
-            pem.extend_from_slice(&read_file("client_key_file", key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                BackendError::config(format!("client_cert_file / client_key_file: {e}"))
-            })?;
-            builder = builder.identity(identity);
-        }
+        let identity = match (&config.client_cert_file, &config.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let cert = Zeroizing::new(read_file("client_cert_file", cert)?);
+                let key = Zeroizing::new(read_file("client_key_file", key)?);
+                Some(ClientIdentity::from_pem(
+                    "client_cert_file / client_key_file",
+                    &cert,
+                    &key,
+                )?)
+            }
+            _ => None,
+        };
+        builder = polykms_net::reqwest_client::configure(
+            builder,
+            &network,
+            trust,
+            identity,
+            "vault backend",
+        )?;
         if let Some(server_name) = &config.tls_server_name {
             // Connect to `address`'s host but verify (and send SNI for) `tls_server_name`:
             // the URL names the server as the certificate does, our resolver maps that name

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use polykms_backend::crypto::jitter;
 use polykms_backend::{BackendError, ErrorKind};
-use rand::Rng;
 use vaultrs::client::{Client as _, VaultClient};
 use vaultrs::error::ClientError;
 
@@ -235,13 +235,13 @@ impl Session {
     fn back_off(&self) -> Duration {
         let n = self.failures.load(Ordering::Relaxed).clamp(1, 6);
         let base = (RETRY_MIN * 2u32.pow(n - 1)).min(RETRY_MAX);
-        base.mul_f64(rand::rng().random_range(0.5..1.0))
+        jitter(base, 0.5, 1.0)
     }
 }
 
 /// When to act on a token with lifetime `ttl`: ~2/3 of it, jittered down by up to 10 %.
 fn renew_point(ttl: Duration) -> Duration {
-    (ttl * 2 / 3).mul_f64(rand::rng().random_range(0.9..=1.0))
+    jitter(ttl * 2 / 3, 0.9, 1.0)
 }
 
 fn next_wake(active: &Active) -> Duration {
