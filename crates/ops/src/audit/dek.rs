@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use polykms_backend::crypto::Sha256;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use super::classify::EncryptedObject;
 
@@ -36,12 +36,12 @@ impl StoredDek {
     /// and need one unwrap, as the apiserver's DEK cache does.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update([match self.api {
+        h.update(&[match self.api {
             KmsApi::V1 => 1,
             KmsApi::V2 => 2,
         }]);
         let field = |h: &mut Sha256, bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(&(bytes.len() as u64).to_be_bytes());
             h.update(bytes);
         };
         field(
@@ -53,7 +53,7 @@ impl StoredDek {
             field(&mut h, k.as_bytes());
             field(&mut h, v);
         }
-        h.finalize().into()
+        h.finish()
     }
 }
 

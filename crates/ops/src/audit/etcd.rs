@@ -122,6 +122,10 @@ impl Connector {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
         if let Some(files) = &self.tls {
+            // tonic builds etcd-client's rustls config from the process-default provider,
+            // which the binary installs at start (the FIPS one in a FIPS build).
+            polykms_net::tls::require_default_fips("etcd client")
+                .map_err(|e| AuditError::Config(e.to_string()))?;
             let mut tls = TlsOptions::new();
             if let Some(ca) = &files.ca {
                 tls = tls.ca_certificate(Certificate::from_pem(ca.clone()));

@@ -2,6 +2,7 @@
 //! the cluster for the state file (its URL, and the kube-system namespace's UID when readable).
 
 use kube::Client;
+use kube::client::ConfigExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::Request;
 use serde_json::Value;
@@ -44,9 +45,39 @@ pub async fn connect(options: &Options) -> Result<Cluster, ReencryptError> {
     // that --qps does not see (and, with a request that kept failing, was seen to stall).
     config.default_retry = false;
     let server = config.cluster_url.to_string();
+    check_tls(&config, polykms_backend::crypto::FIPS_BUILD)?;
     let client = Client::try_from(config)
         .map_err(|e| ReencryptError::Config(format!("building the Kubernetes client: {e}")))?;
     Ok(Cluster { client, server })
+}
+
+/// What a FIPS build (`fips`) refuses before connecting: `insecure-skip-tls-verify` (the
+/// server's certificate and handshake signature would go unverified, so the channel's key
+/// establishment is unauthenticated), and a TLS config that does not report `fips()`. kube builds
+/// its rustls config from the process-default provider, which the binary installs at start.
+fn check_tls(config: &kube::Config, fips: bool) -> Result<(), ReencryptError> {
+    if !fips {
+        return Ok(());
+    }
+    if config.accept_invalid_certs {
+        return Err(ReencryptError::Config(
+            "kubeconfig: insecure-skip-tls-verify is set; a FIPS build refuses unauthenticated \
+             TLS to the API server"
+                .into(),
+        ));
+    }
+    if config.cluster_url.scheme_str() != Some("https") {
+        return Ok(());
+    }
+    let tls = config
+        .rustls_client_config()
+        .map_err(|e| ReencryptError::Config(format!("kubeconfig: TLS settings: {e}")))?;
+    check_fips(&tls)
+}
+
+fn check_fips(tls: &rustls::ClientConfig) -> Result<(), ReencryptError> {
+    polykms_net::tls::require_fips_in(tls, "kubernetes client", true)
+        .map_err(|e| ReencryptError::Config(e.to_string()))
 }
 
 impl Cluster {
@@ -71,6 +102,57 @@ impl Cluster {
             server: self.server.clone(),
             cluster_uid,
             expect_key_id: expect_key_id.map(str::to_string),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn config(insecure: bool) -> kube::Config {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:6443\n    \
+             insecure-skip-tls-verify: {insecure}\n\
+             contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n"
+        );
+        let kc = Kubeconfig::from_yaml(&yaml).unwrap();
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fips_build_refuses_insecure_skip_tls_verify() {
+        let insecure = config(true).await;
+        let err = check_tls(&insecure, true).unwrap_err().to_string();
+        assert!(err.contains("insecure-skip-tls-verify"), "{err}");
+        check_tls(&insecure, false).unwrap();
+    }
+
+    #[test]
+    fn a_fips_build_refuses_a_kube_tls_config_that_is_not_fips() {
+        let _ = polykms_net::tls::install_default();
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.cipher_suites = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES.to_vec();
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let err = check_fips(&tls).unwrap_err().to_string();
+        assert!(err.contains("kubernetes client"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_kube_tls_config_is_this_builds_provider() {
+        polykms_net::tls::install_default().unwrap();
+        let tls = config(false).await.rustls_client_config().unwrap();
+        assert_eq!(tls.fips(), polykms_backend::crypto::FIPS_BUILD);
+        if polykms_backend::crypto::FIPS_BUILD {
+            check_tls(&config(false).await, true).unwrap();
         }
     }
 }

@@ -208,7 +208,11 @@ impl Rewriter {
     async fn force_once(&self, namespace: Option<&str>, name: &str) -> Result<Outcome, Step> {
         let mut object = self.get(namespace, name).await?;
         if annotation(&object).is_none() {
-            let nonce = format!("{:016x}", rand::random::<u64>());
+            // Any value changes the object; randomness only keeps concurrent runs apart.
+            let nonce = format!(
+                "{:014x}",
+                (polykms_backend::crypto::random_unit() * (1u64 << 53) as f64) as u64
+            );
             set_annotation(&mut object, Some(nonce));
             object = self.put(namespace, name, &object).await?;
         }
@@ -284,7 +288,7 @@ fn set_annotation(object: &mut Value, value: Option<String>) {
 }
 
 fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + rand::random::<f64>())
+    polykms_backend::crypto::jitter(d, 0.5, 1.5)
 }
 
 #[cfg(test)]
