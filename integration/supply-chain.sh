@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Supply-chain checks with cargo-deny against deny.toml: RustSec advisories, licenses,
-# banned/duplicate crates and sources (crates.io only), with every backend feature on.
+# banned/duplicate crates and sources (crates.io only), with every backend feature on (and the
+# FIPS build's: integration/fips_tree.py checks its crate tree for other crypto implementations).
 #
 #   bash integration/supply-chain.sh           # all four checks, advisories from the snapshot
 #   bash integration/supply-chain.sh --fetch   # advisories from the live RustSec database
@@ -76,3 +77,7 @@ fi
 
 echo "== cargo deny check advisories bans licenses sources" >&2
 cargo deny --all-features --config "$config" check advisories bans licenses sources
+
+# The FIPS build (docs/fips.md): no other implementation of the module's algorithms reachable.
+echo "== FIPS build crate tree (integration/fips_tree.py)" >&2
+python3 integration/fips_tree.py

@@ -3,6 +3,7 @@
 # image, and writes it as an OCI archive:
 #
 #   bash deploy/image/build.sh OUT.tar
+#   bash deploy/image/build.sh --fips OUT.tar   # the FIPS 140-3 build (docs/fips.md)
 #
 # The image is `FROM scratch` plus exactly what the release binary needs at run time: the
 # binary, the shared libraries and the loader it links against (found with ldd), the CA
@@ -16,6 +17,11 @@
 # /usr/share/doc/polykms/sbom.cdx.json in the image and OUT.sbom.cdx.json beside OUT.tar
 # (CycloneDX 1.5, from the embedded data, so the file and the binary cannot disagree).
 #
+# --fips builds `--features fips`: every cryptographic operation and TLS connection on the AWS-LC
+# FIPS module (Go, CMake and Perl build it; installed here from Debian when missing). The
+# binary must say at build time that its module is in FIPS mode, the image is named
+# polykms:VERSION-fips and labelled io.polykms.fips=true.
+#
 # Environment:
 #   POLYKMS_IMAGE_PROFILE  cargo profile (default: release, the profile that ships)
 #   POLYKMS_IMAGE_NAME     image name recorded in the archive (default: polykms:VERSION)
@@ -23,8 +29,13 @@
 #   POLYKMS_TOOLS_ROOT     where cargo-auditable is installed (default ~/.cache/polykms/tools)
 set -euo pipefail
 
-if [[ $# -ne 1 || -z "$1" ]]; then
-  echo "usage: bash deploy/image/build.sh OUT.tar" >&2
+fips=0
+if [[ "${1:-}" == "--fips" ]]; then
+  fips=1
+  shift
+fi
+if [[ $# -ne 1 || -z "$1" || "$1" == -* ]]; then
+  echo "usage: bash deploy/image/build.sh [--fips] OUT.tar" >&2
   exit 64
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,6 +50,12 @@ missing=()
 command -v buildah >/dev/null || missing+=(buildah)
 command -v python3 >/dev/null || missing+=(python3)
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
+if ((fips)); then
+  # The AWS-LC FIPS module's build (aws-lc-fips-sys): Go, CMake, Perl.
+  command -v go >/dev/null || missing+=(golang-go)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v perl >/dev/null || missing+=(perl)
+fi
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -69,16 +86,28 @@ revision="${POLYKMS_GIT_REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unkno
 created_epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 source_url="$(awk -F'"' '/^repository *=/{print $2; exit}' Cargo.toml)"
 license="$(awk -F'"' '/^license *=/{print $2; exit}' Cargo.toml)"
-name="${POLYKMS_IMAGE_NAME:-polykms:$version}"
+features=()
+tag="$version"
+if ((fips)); then
+  features=(--features fips)
+  tag="$version-fips"
+fi
+name="${POLYKMS_IMAGE_NAME:-polykms:$tag}"
 export POLYKMS_GIT_REVISION="$revision"
 
-log "cargo auditable build --profile $profile -p polykms (version $version, revision $revision)"
-bin="$(cargo auditable build --locked --profile "$profile" -p polykms --bin polykms \
+log "cargo auditable build --profile $profile -p polykms ${features[*]} (version $version, revision $revision)"
+bin="$(cargo auditable build --locked --profile "$profile" -p polykms --bin polykms "${features[@]}" \
         --message-format=json-render-diagnostics \
   | python3 -c 'import json,sys
 exe=[m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason")=="compiler-artifact" and m.get("executable")]
 print(exe[-1])')"
 "$bin" version | grep -q "$revision" || { log "$bin does not report revision $revision"; exit 1; }
+if ((fips)); then
+  # The module's power-on self tests and integrity check run when the binary starts.
+  "$bin" version | grep -q '^cryptographic module: AWS-LC FIPS .*(FIPS mode)' \
+    || { log "$bin does not report the AWS-LC FIPS module in FIPS mode:"; "$bin" version >&2; exit 1; }
+  log "$("$bin" version | grep '^cryptographic module')"
+fi
 
 # --- the root filesystem ------------------------------------------------------------------
 stage="$(mktemp -d /tmp/polykms-image.XXXXXX)"
@@ -117,6 +146,7 @@ bh config \
   --label "org.opencontainers.image.licenses=$license" \
   --label "org.opencontainers.image.created=$created" \
   --label org.opencontainers.image.base.name=scratch \
+  --label "io.polykms.fips=$( ((fips)) && echo true || echo false)" \
   --created-by "deploy/image/build.sh" \
   --os linux --arch "$(dpkg --print-architecture 2>/dev/null || uname -m)" \
   "$container"

@@ -22,6 +22,19 @@ RUN_DIR = ROOT / "integration" / ".run"
 LOG_DIR = RUN_DIR / "logs"
 
 
+def _binary_is_fips():
+    """Whether BIN is a FIPS build (`--features fips`): its version names the AWS-LC FIPS module.
+    run-tests.sh runs the suite a second time with POLYKMS_BIN set to the FIPS binary."""
+    try:
+        out = subprocess.run([str(BIN), "version"], capture_output=True, text=True, timeout=60).stdout
+    except OSError:
+        return False
+    return "cryptographic module: AWS-LC FIPS " in out
+
+
+FIPS = _binary_is_fips()
+
+
 def _generate_stubs():
     from grpc_tools import protoc
 

@@ -136,19 +136,30 @@ def test_the_sbom_lists_the_crates_compiled_in(rootfs):
     bom = json.loads((rootfs / "usr/share/doc/polykms/sbom.cdx.json").read_text())
     assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["name"] == "polykms"
     names = {c["name"] for c in bom["components"] if c["scope"] == "required"}
-    assert {"tonic", "prost", "tokio", "notify", "aes-gcm", "aws-sdk-kms", "vaultrs"} <= names, names
+    assert {"tonic", "prost", "tokio", "notify", "aws-lc-rs", "aws-sdk-kms", "vaultrs"} <= names, names
+    assert "ring" not in names, names
+    fips = archive.config["config"]["Labels"].get("io.polykms.fips") == "true"
+    assert ("aws-lc-fips-sys" in names) == fips, names
     beside = Path(IMAGE[: -len(".tar")] + ".sbom.cdx.json") if IMAGE.endswith(".tar") else None
     if beside and beside.exists():
         assert json.loads(beside.read_text()) == bom
 
 
-def test_version_inside_names_the_labelled_version_and_revision(archive, rootfs):
+def test_version_inside_names_the_labelled_version_revision_and_module(archive, rootfs):
     labels = archive.config["config"]["Labels"]
     r = subprocess.run(["chroot", f"--userspec={UID}:{UID}", str(rootfs), "/usr/local/bin/polykms", "version"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == (f"polykms {labels['org.opencontainers.image.version']} "
-                        f"(git revision {labels['org.opencontainers.image.revision']})\n")
+    first, module = r.stdout.splitlines()
+    assert first == (f"polykms {labels['org.opencontainers.image.version']} "
+                     f"(git revision {labels['org.opencontainers.image.revision']})")
+    # build.sh --fips labels the FIPS image; its binary runs the AWS-LC FIPS module in FIPS mode
+    # inside the image too (the module's integrity check and self tests run at start).
+    if labels["io.polykms.fips"] == "true":
+        assert re.fullmatch(r"cryptographic module: AWS-LC FIPS \S+ \(FIPS mode\) \(FIPS build.*\)", module), module
+    else:
+        assert labels["io.polykms.fips"] == "false"
+        assert re.fullmatch(r"cryptographic module: AWS-LC \S+ \(not a FIPS build\)", module), module
 
 
 # A container runtime's setup, then the image's entrypoint: private mounts, /proc and /dev,
