@@ -2,16 +2,24 @@
 //! on paper or in a vault entry as well as on a disk.
 //!
 //! ```text
-//! # polykms escrow public key: X-Wing (ML-KEM-768 + X25519) for HPKE
+//! # polykms escrow public key: ML-KEM-1024 for HPKE (ML-KEM-1024, HKDF-SHA256, AES-256-GCM)
 //! # fingerprint escrow:0123456789abcdef
-//! -----BEGIN POLYKMS ESCROW XWING PUBLIC KEY-----
-//! <base64 of the 1216-byte X-Wing encapsulation key, 64 columns>
-//! -----END POLYKMS ESCROW XWING PUBLIC KEY-----
+//! -----BEGIN POLYKMS ESCROW MLKEM1024 PUBLIC KEY-----
+//! <base64 of the 1568-byte ML-KEM-1024 encapsulation key, 64 columns>
+//! -----END POLYKMS ESCROW MLKEM1024 PUBLIC KEY-----
 //! ```
 //!
-//! The private key file has the label `POLYKMS ESCROW XWING PRIVATE KEY` and holds the 32-byte
-//! X-Wing decapsulation key (its seed form). Lines starting with `#` before BEGIN are comments.
-//! The label names the key type and format version: another suite gets another label.
+//! The label names the suite and format version, so a file says which suite it is for:
+//!
+//! | label | holds |
+//! |---|---|
+//! | `POLYKMS ESCROW MLKEM1024 PUBLIC KEY` | the 1568-byte ML-KEM-1024 encapsulation key |
+//! | `POLYKMS ESCROW MLKEM1024 PRIVATE KEY` | the 3168-byte expanded decapsulation key |
+//! | `POLYKMS ESCROW XWING PUBLIC KEY` | the 1216-byte X-Wing encapsulation key |
+//! | `POLYKMS ESCROW XWING PRIVATE KEY` | the 32-byte X-Wing decapsulation key (seed) |
+//!
+//! Lines starting with `#` before BEGIN are comments. Files written before ML-KEM-1024 keys
+//! existed (X-Wing) read unchanged.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -21,57 +29,168 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hpke::{Deserializable, Serializable};
+use polykms_backend::crypto::{FIPS_BUILD, sha256};
 use polykms_backend::{BackendError, KeyVersion, read_private_file};
-use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::suite::{self, PRIVATE_KEY_LEN, PUBLIC_KEY_LEN, PrivateKey, PublicKey};
+use crate::suite::{Kem, PrivateKey, PublicKey};
+use crate::{mlkem, xwing};
 
-const PUBLIC_LABEL: &str = "POLYKMS ESCROW XWING PUBLIC KEY";
-const PRIVATE_LABEL: &str = "POLYKMS ESCROW XWING PRIVATE KEY";
+/// The armor of one suite's key files.
+struct Armor {
+    kem: Kem,
+    public_label: &'static str,
+    private_label: &'static str,
+    public_len: usize,
+    private_len: usize,
+    /// How the suite is named in key file comments and errors.
+    name: &'static str,
+}
+
+const ARMORS: [Armor; 2] = [
+    Armor {
+        kem: Kem::MlKem1024,
+        public_label: "POLYKMS ESCROW MLKEM1024 PUBLIC KEY",
+        private_label: "POLYKMS ESCROW MLKEM1024 PRIVATE KEY",
+        public_len: mlkem::PUBLIC_KEY_LEN,
+        private_len: mlkem::PRIVATE_KEY_LEN,
+        name: "ML-KEM-1024",
+    },
+    Armor {
+        kem: Kem::XWing,
+        public_label: "POLYKMS ESCROW XWING PUBLIC KEY",
+        private_label: "POLYKMS ESCROW XWING PRIVATE KEY",
+        public_len: xwing::PUBLIC_KEY_LEN,
+        private_len: xwing::PRIVATE_KEY_LEN,
+        name: "X-Wing",
+    },
+];
+
+fn armor_of(kem: Kem) -> &'static Armor {
+    ARMORS
+        .iter()
+        .find(|a| a.kem == kem)
+        .expect("every Kem has an armor")
+}
+
+/// Which half of a key pair a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Half {
+    Public,
+    Private,
+}
+
+impl Half {
+    fn label(self, armor: &Armor) -> &'static str {
+        match self {
+            Half::Public => armor.public_label,
+            Half::Private => armor.private_label,
+        }
+    }
+
+    fn len(self, armor: &Armor) -> usize {
+        match self {
+            Half::Public => armor.public_len,
+            Half::Private => armor.private_len,
+        }
+    }
+}
+
+impl std::fmt::Display for Half {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Half::Public => "public",
+            Half::Private => "private",
+        })
+    }
+}
 
 /// `escrow:` + the first 16 hex characters of the SHA-256 of the public key bytes: the key
 /// version of every wrap under this key, shown by keygen, `check` and in envelopes.
-pub fn fingerprint(public: &PublicKey) -> KeyVersion {
-    let digest = Sha256::digest(public.to_bytes());
+pub(crate) fn fingerprint(public_key_bytes: &[u8]) -> KeyVersion {
+    let digest = sha256(public_key_bytes);
     KeyVersion::new(format!("escrow:{}", hex::encode(&digest[..8])))
 }
 
-/// Reads an escrow public key file. A file of another kind (a private key, a PEM block of
-/// another type, raw bytes) or of the wrong length is refused, naming the file.
-pub fn read_public_key_file(path: &Path) -> Result<PublicKey, BackendError> {
+/// Refuses, naming the file, a key whose suite a FIPS build (`fips`) may not use.
+fn check_allowed(
+    kem: Kem,
+    fips: bool,
+    half: Half,
+    shown: &dyn std::fmt::Display,
+) -> Result<(), BackendError> {
+    kem.allowed(fips)
+        .map_err(|why| BackendError::config(format!("escrow {half} key file {shown}: {why}")))
+}
+
+/// Reads an escrow public key file of either suite. A file of another kind (a private key, a
+/// PEM block of another type, raw bytes), of the wrong length, or (when `fips`) of a suite
+/// that is not FIPS-approved is refused, naming the file.
+pub(crate) fn read_public_key_file(path: &Path, fips: bool) -> Result<PublicKey, BackendError> {
     let shown = path.display();
     let raw = fs::read(path)
         .map_err(|e| BackendError::config(format!("escrow public key file {shown}: {e}")))?;
-    let bytes = decode_armor(&raw, PUBLIC_LABEL, PUBLIC_KEY_LEN)
+    let (armor, bytes) = decode_armor(&raw, Half::Public)
         .map_err(|m| BackendError::config(format!("escrow public key file {shown}: {m}")))?;
-    PublicKey::from_bytes(&bytes).map_err(|_| {
+    check_allowed(armor.kem, fips, Half::Public, &shown)?;
+    let invalid = || {
         BackendError::config(format!(
-            "escrow public key file {shown}: not a valid X-Wing public key"
+            "escrow public key file {shown}: not a valid {} public key",
+            armor.name
         ))
-    })
+    };
+    match armor.kem {
+        Kem::XWing => xwing::PublicKey::from_bytes(&bytes)
+            .map(PublicKey::XWing)
+            .map_err(|_| invalid()),
+        Kem::MlKem1024 => mlkem::PublicKey::from_bytes(&bytes)
+            .map(PublicKey::MlKem1024)
+            .map_err(|_| invalid()),
+    }
 }
 
-/// Reads an escrow private key file: owner-only (like local key files), zeroized after use.
-pub fn read_private_key_file(path: &Path) -> Result<PrivateKey, BackendError> {
+/// Reads an escrow private key file: owner-only (like local key files), zeroized after use;
+/// refused like [`read_public_key_file`].
+pub(crate) fn read_private_key_file(path: &Path, fips: bool) -> Result<PrivateKey, BackendError> {
     let shown = path.display();
     let raw = read_private_file(path, "escrow private key file")?;
-    let bytes = decode_armor(&raw, PRIVATE_LABEL, PRIVATE_KEY_LEN)
+    let (armor, bytes) = decode_armor(&raw, Half::Private)
         .map_err(|m| BackendError::config(format!("escrow private key file {shown}: {m}")))?;
-    PrivateKey::from_bytes(&bytes).map_err(|_| {
-        BackendError::config(format!(
-            "escrow private key file {shown}: not a valid X-Wing private key"
-        ))
-    })
+    check_allowed(armor.kem, fips, Half::Private, &shown)?;
+    match armor.kem {
+        Kem::XWing => xwing::PrivateKey::from_bytes(&bytes)
+            .map(PrivateKey::XWing)
+            .map_err(|_| {
+                BackendError::config(format!(
+                    "escrow private key file {shown}: not a valid X-Wing private key"
+                ))
+            }),
+        Kem::MlKem1024 => mlkem::PrivateKey::from_bytes(&bytes)
+            .map(PrivateKey::MlKem1024)
+            .map_err(|m| BackendError::config(format!("escrow private key file {shown}: {m}"))),
+    }
 }
 
-/// Writes a fresh key pair: the private key with mode 0600, then the public key (0644).
-/// Never overwrites: an existing file at either path is an error and nothing is written.
-/// Returns the public key's fingerprint.
+/// Writes a fresh key pair of `kem`: the private key with mode 0600, then the public key
+/// (0644). Never overwrites: an existing file at either path is an error and nothing is
+/// written. A FIPS build refuses a KEM that is not FIPS-approved. Returns the public key's
+/// fingerprint.
 pub fn generate_key_pair(
     public_out: &Path,
     private_out: &Path,
+    kem: Kem,
 ) -> Result<KeyVersion, BackendError> {
+    write_key_pair(public_out, private_out, kem, FIPS_BUILD)
+}
+
+/// [`generate_key_pair`] as a build with (`fips`) or without the FIPS module does it.
+pub(crate) fn write_key_pair(
+    public_out: &Path,
+    private_out: &Path,
+    kem: Kem,
+    fips: bool,
+) -> Result<KeyVersion, BackendError> {
+    kem.allowed(fips).map_err(BackendError::config)?;
     for (path, what) in [(public_out, "public"), (private_out, "private")] {
         if path.symlink_metadata().is_ok() {
             return Err(BackendError::config(format!(
@@ -80,25 +199,39 @@ pub fn generate_key_pair(
             )));
         }
     }
-    let (private, public) = suite::generate();
+    let (secret, public) = match kem {
+        Kem::XWing => {
+            let (private, public) = xwing::generate();
+            let mut bytes = private.to_bytes();
+            let secret = Zeroizing::new(bytes.to_vec());
+            bytes.as_mut_slice().zeroize();
+            (secret, public.to_bytes().to_vec())
+        }
+        Kem::MlKem1024 => {
+            let (secret, public) = mlkem::generate()?;
+            (secret, public.as_bytes().to_vec())
+        }
+    };
+    let armor = armor_of(kem);
     let version = fingerprint(&public);
-    let mut secret = private.to_bytes();
-    let private_text = Zeroizing::new(armor(
-        PRIVATE_LABEL,
+    let private_text = Zeroizing::new(armor_text(
+        armor.private_label,
         &format!(
-            "# polykms escrow PRIVATE key: keep it offline; it opens every escrow wrap made \
-             under {version}\n"
+            "# polykms escrow PRIVATE key ({}): keep it offline; it opens every escrow wrap \
+             made under {version}\n",
+            armor.name
         ),
         &secret,
     ));
-    secret.as_mut_slice().zeroize();
-    let public_text = armor(
-        PUBLIC_LABEL,
+    let public_text = armor_text(
+        armor.public_label,
         &format!(
-            "# polykms escrow public key: X-Wing (ML-KEM-768 + X25519) for HPKE\n\
-             # fingerprint {version}\n"
+            "# polykms escrow public key: {} for HPKE ({})\n\
+             # fingerprint {version}\n",
+            armor.name,
+            kem.suite_name()
         ),
-        &public.to_bytes(),
+        &public,
     );
     write_new(private_out, 0o600, private_text.as_bytes(), "private")?;
     if let Err(e) = write_new(public_out, 0o644, public_text.as_bytes(), "public") {
@@ -126,7 +259,7 @@ fn write_new(path: &Path, mode: u32, content: &[u8], what: &str) -> Result<(), B
         .map_err(|e| BackendError::config(format!("writing escrow {what} key file {shown}: {e}")))
 }
 
-fn armor(label: &str, comment: &str, bytes: &[u8]) -> String {
+fn armor_text(label: &str, comment: &str, bytes: &[u8]) -> String {
     let encoded = Zeroizing::new(STANDARD.encode(bytes));
     let mut out = String::with_capacity(encoded.len() + encoded.len() / 64 + 200);
     out.push_str(comment);
@@ -140,38 +273,56 @@ fn armor(label: &str, comment: &str, bytes: &[u8]) -> String {
     out
 }
 
-/// The bytes inside the `label` block of `raw`, exactly `len` of them. Errors say what the
-/// file holds instead, never its content.
-fn decode_armor(raw: &[u8], label: &str, len: usize) -> Result<Zeroizing<Vec<u8>>, String> {
+/// The suite and bytes of the escrow key block of `raw`, which must hold the `half` of a key
+/// pair, of exactly that suite's length. Errors say what the file holds instead, never its
+/// content.
+fn decode_armor(raw: &[u8], half: Half) -> Result<(&'static Armor, Zeroizing<Vec<u8>>), String> {
+    let expected = || {
+        ARMORS
+            .iter()
+            .map(|a| format!("'-----BEGIN {}-----'", half.label(a)))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
     let text = std::str::from_utf8(raw).map_err(|_| {
         format!(
-            "not a polykms escrow key file (binary content, {} bytes); expected a \
-             '-----BEGIN {label}-----' block made by `polykms escrow keygen`",
-            raw.len()
+            "not a polykms escrow key file (binary content, {} bytes); expected a {} block \
+             made by `polykms escrow keygen`",
+            raw.len(),
+            expected()
         )
     })?;
     let mut lines = text.lines().map(str::trim);
     let begin = lines
         .by_ref()
         .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| format!("empty; expected a '-----BEGIN {label}-----' block"))?;
+        .ok_or_else(|| format!("empty; expected a {} block", expected()))?;
     let found = begin
         .strip_prefix("-----BEGIN ")
         .and_then(|rest| rest.strip_suffix("-----"))
         .ok_or_else(|| {
             format!(
-                "not a polykms escrow key file: expected a '-----BEGIN {label}-----' line made \
-                 by `polykms escrow keygen`"
+                "not a polykms escrow key file: expected a {} line made by `polykms escrow \
+                 keygen`",
+                expected()
             )
         })?;
-    if found != label {
-        let hint = match found {
-            PRIVATE_LABEL => " (this is the escrow private key, not the public key)",
-            PUBLIC_LABEL => " (this is the escrow public key, not the private key)",
-            _ => "",
+    let Some(armor) = ARMORS.iter().find(|a| half.label(a) == found) else {
+        let other = match half {
+            Half::Public => Half::Private,
+            Half::Private => Half::Public,
         };
-        return Err(format!("holds a '{found}' block, expected '{label}'{hint}"));
-    }
+        let hint = if ARMORS.iter().any(|a| other.label(a) == found) {
+            format!(" (this is the escrow {other} key, not the {half} key)")
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "holds a '{found}' block, expected {}{hint}",
+            expected()
+        ));
+    };
+    let label = half.label(armor);
     let end = format!("-----END {label}-----");
     let mut body = Zeroizing::new(String::new());
     let mut ended = false;
@@ -193,150 +344,17 @@ fn decode_armor(raw: &[u8], label: &str, len: usize) -> Result<Zeroizing<Vec<u8>
             .decode(body.as_bytes())
             .map_err(|_| format!("the '{label}' block is not valid base64"))?,
     );
+    let len = half.len(armor);
     if bytes.len() != len {
         return Err(format!(
-            "the '{label}' block holds {} bytes; an X-Wing key of this kind is {len} bytes",
-            bytes.len()
+            "the '{label}' block holds {} bytes; an {} {half} key is {len} bytes",
+            bytes.len(),
+            armor.name
         ));
     }
-    Ok(bytes)
+    Ok((armor, bytes))
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    fn pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, KeyVersion) {
-        let (public, private) = (dir.join("escrow.pub"), dir.join("escrow.key"));
-        let v = generate_key_pair(&public, &private).unwrap();
-        (public, private, v)
-    }
-
-    #[test]
-    fn generated_pair_reads_back_with_matching_fingerprint() {
-        let dir = tempfile::tempdir().unwrap();
-        let (public, private, v) = pair(dir.path());
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&private), 0o600);
-        assert_eq!(mode(&public), 0o644);
-        let pk = read_public_key_file(&public).unwrap();
-        let sk = read_private_key_file(&private).unwrap();
-        assert_eq!(fingerprint(&pk), v);
-        assert_eq!(fingerprint(&suite::public_of(&sk)), v);
-        assert!(v.as_str().starts_with("escrow:") && v.as_str().len() == 7 + 16);
-        assert!(fs::read_to_string(&public).unwrap().contains(v.as_str()));
-    }
-
-    #[test]
-    fn fingerprint_is_sha256_of_the_public_key_bytes() {
-        let (_, pk) = suite::generate();
-        let digest = Sha256::digest(pk.to_bytes());
-        assert_eq!(
-            fingerprint(&pk).as_str(),
-            format!("escrow:{}", hex::encode(&digest[..8]))
-        );
-    }
-
-    #[test]
-    fn keygen_never_overwrites_either_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (public, private, _) = pair(dir.path());
-        let before = (fs::read(&public).unwrap(), fs::read(&private).unwrap());
-        let fresh = dir.path().join("new.key");
-        let err = generate_key_pair(&public, &fresh).unwrap_err();
-        assert!(err.message().contains("exists"), "{err}");
-        assert!(!fresh.exists(), "no private key is left behind");
-        let err = generate_key_pair(&dir.path().join("new.pub"), &private).unwrap_err();
-        assert!(err.message().contains("exists"), "{err}");
-        assert_eq!(
-            before,
-            (fs::read(&public).unwrap(), fs::read(&private).unwrap())
-        );
-    }
-
-    #[test]
-    fn group_readable_private_key_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, private, _) = pair(dir.path());
-        fs::set_permissions(&private, fs::Permissions::from_mode(0o640)).unwrap();
-        let err = read_private_key_file(&private).err().expect("refused");
-        assert!(err.message().contains("chmod 600"), "{err}");
-    }
-
-    #[test]
-    fn keys_of_the_wrong_kind_are_refused_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (public, private, _) = pair(dir.path());
-        // The private key given as the public key, and the reverse.
-        let err = read_public_key_file(&private).unwrap_err();
-        assert!(
-            err.message().contains("private key, not the public key"),
-            "{err}"
-        );
-        assert!(
-            err.message().contains(&private.display().to_string()),
-            "{err}"
-        );
-        let swapped = dir.path().join("swapped.key");
-        fs::copy(&public, &swapped).unwrap();
-        fs::set_permissions(&swapped, fs::Permissions::from_mode(0o600)).unwrap();
-        let err = read_private_key_file(&swapped).err().expect("refused");
-        assert!(
-            err.message().contains("public key, not the private key"),
-            "{err}"
-        );
-
-        let rsa = dir.path().join("rsa.pem");
-        fs::write(
-            &rsa,
-            "-----BEGIN PUBLIC KEY-----\nMIIBIjAN\n-----END PUBLIC KEY-----\n",
-        )
-        .unwrap();
-        let err = read_public_key_file(&rsa).unwrap_err();
-        assert!(
-            err.message().contains("holds a 'PUBLIC KEY' block"),
-            "{err}"
-        );
-
-        let raw = dir.path().join("raw.bin");
-        fs::write(&raw, [0xffu8, 0xfe, 0x00, 0x80]).unwrap();
-        let err = read_public_key_file(&raw).unwrap_err();
-        assert!(err.message().contains("binary content"), "{err}");
-    }
-
-    #[test]
-    fn a_public_key_of_the_wrong_length_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let short = dir.path().join("short.pub");
-        fs::write(&short, armor(PUBLIC_LABEL, "", &[7u8; 800])).unwrap();
-        let err = read_public_key_file(&short).unwrap_err();
-        assert!(err.message().contains("holds 800 bytes"), "{err}");
-        assert!(err.message().contains("1216"), "{err}");
-        assert!(read_public_key_file(&dir.path().join("absent.pub")).is_err());
-    }
-
-    #[test]
-    fn truncated_or_trailing_armor_is_refused() {
-        let good = armor(PUBLIC_LABEL, "# c\n", &[1u8; PUBLIC_KEY_LEN]);
-        let cut = good.replace(&format!("-----END {PUBLIC_LABEL}-----\n"), "");
-        assert!(
-            decode_armor(cut.as_bytes(), PUBLIC_LABEL, PUBLIC_KEY_LEN)
-                .unwrap_err()
-                .contains("no '-----END")
-        );
-        let trailing = format!("{good}extra\n");
-        assert!(
-            decode_armor(trailing.as_bytes(), PUBLIC_LABEL, PUBLIC_KEY_LEN)
-                .unwrap_err()
-                .contains("after")
-        );
-        assert_eq!(
-            decode_armor(good.as_bytes(), PUBLIC_LABEL, PUBLIC_KEY_LEN)
-                .unwrap()
-                .len(),
-            PUBLIC_KEY_LEN
-        );
-    }
-}
+#[path = "keyfile_tests.rs"]
+mod tests;

@@ -1,8 +1,9 @@
 //! The escrow backend: wrap-only under a public key whose private half is kept offline.
 //!
 //! Listed in `encrypt.with` beside a key store (`["aws", "escrow"]`), it wraps every DEK seed
-//! a second time under an escrow public key, with HPKE over the X-Wing hybrid post-quantum KEM
-//! (see `suite`). Nothing on the node can open those wraps in normal operation: Decrypt skips
+//! a second time under an escrow public key, with HPKE over a post-quantum KEM (see `suite`):
+//! ML-KEM-1024 with AES-256-GCM, FIPS-approved and the only suite of a FIPS build (`mlkem`),
+//! or the X-Wing hybrid (ML-KEM-768 + X25519) with ChaCha20-Poly1305 (`xwing`). Nothing on the node can open those wraps in normal operation: Decrypt skips
 //! them (`can_unwrap` is false). When the key store is lost, the operator mounts the private
 //! key (`private_key_file`), reloads, and every stored object reads again through the escrow
 //! wraps (docs/operations.md, "Disaster recovery: the cloud key is gone").
@@ -11,9 +12,12 @@
 //! any rotation, while adding or removing the private key does not.
 
 mod keyfile;
+mod mlkem;
+mod schedule;
 mod suite;
 #[cfg(test)]
 mod vectors;
+mod xwing;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,7 +26,8 @@ use async_trait::async_trait;
 use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
 use serde::Deserialize;
 
-pub use keyfile::{generate_key_pair, read_private_key_file, read_public_key_file};
+pub use keyfile::generate_key_pair;
+pub use suite::Kem;
 
 /// `type = "escrow"` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,17 +69,23 @@ impl fmt::Debug for EscrowBackend {
 impl EscrowBackend {
     /// Loads the public key and, when configured, the private key, refusing a private key
     /// whose public half is not the configured public key (compared by fingerprint).
+    /// A FIPS build refuses X-Wing key files (X25519 and ChaCha20-Poly1305 are not approved).
     pub fn from_config(config: &EscrowConfig) -> Result<Self, BackendError> {
-        let public = read_public_key_file(&config.public_key_file)
+        Self::load(config, polykms_backend::crypto::FIPS_BUILD)
+    }
+
+    /// [`Self::from_config`] as a build with (`fips`) or without the FIPS module does it.
+    fn load(config: &EscrowConfig, fips: bool) -> Result<Self, BackendError> {
+        let public = keyfile::read_public_key_file(&config.public_key_file, fips)
             .map_err(|e| BackendError::config(format!("public_key_file: {}", e.message())))?;
-        let version = keyfile::fingerprint(&public);
+        let version = keyfile::fingerprint(&public.to_bytes());
         let private = match &config.private_key_file {
             None => None,
             Some(path) => {
-                let private = read_private_key_file(path).map_err(|e| {
+                let private = keyfile::read_private_key_file(path, fips).map_err(|e| {
                     BackendError::config(format!("private_key_file: {}", e.message()))
                 })?;
-                let belongs_to = keyfile::fingerprint(&suite::public_of(&private));
+                let belongs_to = keyfile::fingerprint(&private.public_bytes());
                 if belongs_to != version {
                     return Err(BackendError::config(format!(
                         "private_key_file: {} is the private key of {belongs_to}, but \
@@ -95,6 +106,11 @@ impl EscrowBackend {
         })
     }
 
+    /// The KEM (and so the suite) of the escrow key.
+    pub fn kem(&self) -> Kem {
+        self.public.kem()
+    }
+
     /// Whether the private key is loaded (recovery mode).
     pub fn has_private_key(&self) -> bool {
         self.private.is_some()
@@ -107,7 +123,7 @@ impl KeyEncryptionBackend for EscrowBackend {
         "escrow"
     }
 
-    /// ChaCha20-Poly1305 has no practical bound below the plugin's own.
+    /// Neither AES-256-GCM nor ChaCha20-Poly1305 has a practical bound below the plugin's own.
     fn max_plaintext_len(&self) -> usize {
         usize::MAX
     }
@@ -147,8 +163,9 @@ impl KeyEncryptionBackend for EscrowBackend {
             None => "no private key (wrap-only)".to_string(),
         };
         format!(
-            "escrow public key {} (HPKE, X-Wing ML-KEM-768 + X25519), {private}",
-            self.config.public_key_file.display()
+            "escrow public key {} (HPKE, {}), {private}",
+            self.config.public_key_file.display(),
+            self.public.kem().suite_name()
         )
     }
 }
