@@ -21,11 +21,16 @@ ESCROW = "offline-escrow"
 PROVIDER = "escrow-e2e"
 
 
-def escrow_keygen(workdir, stem="escrow"):
+def escrow_keygen(workdir, stem="escrow", kem=None):
+    """Makes an escrow key pair; `kem` is keygen's --kem (None: the build's default)."""
     pub, key = workdir / f"{stem}.pub", workdir / f"{stem}.key"
-    r = subprocess.run([str(BIN), "escrow", "keygen", "--public-out", str(pub), "--private-out", str(key)],
-                       capture_output=True, text=True)
+    kem_args = ["--kem", kem] if kem else []
+    r = subprocess.run([str(BIN), "escrow", "keygen", *kem_args, "--public-out", str(pub),
+                        "--private-out", str(key)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    if kem == "ml-kem-1024":
+        assert "suite: ML-KEM-1024, HKDF-SHA256, AES-256-GCM" in r.stdout, r.stdout
+        assert "MLKEM1024 PUBLIC KEY" in pub.read_text()
     fingerprint = re.search(r"fingerprint: (escrow:[0-9a-f]{16})", r.stdout).group(1)
     return pub, key, fingerprint
 
@@ -76,14 +81,17 @@ def reconfigure(p, text):
         time.sleep(0.1)
 
 
-def test_the_escrow_private_key_recovers_every_ciphertext_once_the_cloud_key_is_gone(workdir, plugins):
+# None: the build's default KEM (X-Wing in the default build, ML-KEM-1024 in a FIPS build).
+@pytest.mark.parametrize("kem", [None, "ml-kem-1024"], ids=["default-kem", "ml-kem-1024"])
+def test_the_escrow_private_key_recovers_every_ciphertext_once_the_cloud_key_is_gone(workdir, plugins, kem):
     a = keygen(workdir / "a.key")
-    pub, key, fingerprint = escrow_keygen(workdir)
+    pub, key, fingerprint = escrow_keygen(workdir, kem=kem)
     p = plugins(workdir, config([local_block("a", a), escrow_block(pub)], ["a", ESCROW]))
     seeds = [os.urandom(32) for _ in range(5)]
     encs = [encrypt(p, s) for s in seeds]
     for enc in encs:
-        # The escrow wrap (~1.2 KB) travels in an annotation; its key version is the fingerprint.
+        # The escrow wrap (~1.2 KB X-Wing, ~1.6 KB ML-KEM-1024) travels in an annotation; its key
+        # version is the fingerprint.
         assert len(enc.ciphertext) <= 1024
         assert fingerprint.encode() in enc.ciphertext
         assert set(enc.annotations) == {"wrap-1.polykms.io"}
