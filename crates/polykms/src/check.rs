@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use polykms_backend::SecretBytes;
 use polykms_core::plugin::aad_for;
 
 use crate::config::{BackendEntry, Config, LogConfig, LogFormat};
