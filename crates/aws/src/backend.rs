@@ -36,7 +36,8 @@ pub struct AwsBackend {
     key: KeyRef,
     key_id: String,
     region: String,
-    endpoint: Option<String>,
+    /// The KMS endpoint: the override, or what the SDK resolves (kms-fips.… with use_fips_endpoint).
+    endpoint: String,
     /// Proxy and CA summary for `describe`.
     network: String,
     assume_role_arn: Option<String>,
@@ -83,7 +84,7 @@ impl AwsBackend {
             key_id: config.key.clone(),
             region: built.region,
             network: built.network,
-            endpoint: config.endpoint.clone(),
+            endpoint: built.endpoint,
             assume_role_arn: config.assume_role_arn.clone(),
             context: config.encryption_context.clone(),
             expiry: built.expiry,
@@ -315,7 +316,7 @@ impl KeyEncryptionBackend for AwsBackend {
     }
 
     fn describe(&self) -> String {
-        let endpoint = self.endpoint.as_deref().unwrap_or("default endpoint");
+        let endpoint = &self.endpoint;
         let role = self
             .assume_role_arn
             .as_deref()

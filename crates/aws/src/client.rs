@@ -3,7 +3,7 @@
 //! Credentials come from the SDK's default chain (env, shared profile, web identity / IRSA,
 //! ECS / EC2 metadata), optionally exchanged for an assumed role. Nothing here talks to the
 //! network: credentials are fetched lazily by the first call, so `connect` works while KMS
-//! or STS is down.
+//! or STS is down. KMS requests are signed by polykms' own SigV4 (`sigv4_auth`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -14,11 +14,14 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_kms::config::Region;
+use aws_sdk_kms::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use polykms_backend::BackendError;
 use polykms_net::CaRoots;
 
 use crate::config::AwsConfig;
 use crate::key::KeyRef;
+use crate::sigv4_auth::PolySigV4Scheme;
 
 /// Default role session name, visible in CloudTrail.
 const DEFAULT_SESSION_NAME: &str = "polykms";
@@ -27,6 +30,8 @@ const DEFAULT_SESSION_NAME: &str = "polykms";
 pub(crate) struct KmsClient {
     pub(crate) client: aws_sdk_kms::Client,
     pub(crate) region: String,
+    /// The KMS endpoint the SDK resolves (FIPS or not), or the configured override.
+    pub(crate) endpoint: String,
     /// Proxy and CA summary for `describe`.
     pub(crate) network: String,
     pub(crate) expiry: ExpiryRecorder,
@@ -41,6 +46,16 @@ pub(crate) async fn build(
     key: &KeyRef,
     credentials: Option<SharedCredentialsProvider>,
 ) -> Result<KmsClient, BackendError> {
+    build_with_http(config, key, credentials, None).await
+}
+
+/// `build`, with `http` replacing the proxy-aware client (tests capture requests with it).
+pub(crate) async fn build_with_http(
+    config: &AwsConfig,
+    key: &KeyRef,
+    credentials: Option<SharedCredentialsProvider>,
+    http: Option<SharedHttpClient>,
+) -> Result<KmsClient, BackendError> {
     let timeout = Duration::from_millis(config.timeout_ms);
     let timeouts = TimeoutConfig::builder()
         .operation_timeout(timeout)
@@ -50,10 +65,20 @@ pub(crate) async fn build(
     let retries = RetryConfig::standard().with_max_attempts(config.max_attempts);
 
     let network = config.network.resolve()?;
+    let http = match http {
+        Some(http) => http,
+        None => polykms_net::aws::http_client(&network)?,
+    };
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(polykms_net::aws::http_client(&network)?)
+        .http_client(http)
         .timeout_config(timeouts)
         .retry_config(retries);
+    // Only `true` is passed on: `false` leaves AWS_USE_FIPS_ENDPOINT / the profile's
+    // use_fips_endpoint in charge, as for any SDK client. STS (assume_role_arn, web identity)
+    // takes it from the same loader.
+    if config.use_fips_endpoint {
+        loader = loader.use_fips(true);
+    }
     if let Some(profile) = &config.profile {
         loader = loader.profile_name(profile);
     }
@@ -86,26 +111,60 @@ pub(crate) async fn build(
             if let Some(external_id) = &config.assume_role_external_id {
                 builder = builder.external_id(external_id);
             }
-            SharedCredentialsProvider::new(builder.build().await)
+            // `base`, not the SDK's chain again, so a provider given for tests is the one used.
+            SharedCredentialsProvider::new(builder.build_from_provider(base).await)
         }
         None => base,
     };
     let expiry = ExpiryRecorder::new(provider);
 
-    let mut kms = aws_sdk_kms::config::Builder::from(&sdk).credentials_provider(expiry.clone());
+    let use_fips = sdk.use_fips().unwrap_or(false);
+    let endpoint = resolve_endpoint(&region, use_fips, config.endpoint.as_deref()).await?;
+    let mut kms = aws_sdk_kms::config::Builder::from(&sdk)
+        .credentials_provider(expiry.clone())
+        .push_auth_scheme(PolySigV4Scheme::default());
     if let Some(endpoint) = &config.endpoint {
         kms = kms.endpoint_url(endpoint);
     }
-    let endpoint = config
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
     Ok(KmsClient {
         client: aws_sdk_kms::Client::from_conf(kms.build()),
         network: network.describe_for(&endpoint, CaRoots::AddToSystem),
         region,
+        endpoint,
         expiry,
     })
+}
+
+/// The URL the SDK's own endpoint rules give KMS, so a region or partition without a FIPS
+/// endpoint (or FIPS with an `endpoint` override, which the rules refuse) fails at start with
+/// the field named, not at the first call.
+async fn resolve_endpoint(
+    region: &str,
+    use_fips: bool,
+    endpoint: Option<&str>,
+) -> Result<String, BackendError> {
+    let params = Params::builder()
+        .region(region)
+        .use_fips(use_fips)
+        .use_dual_stack(false)
+        .set_endpoint(endpoint.map(str::to_owned))
+        .build()
+        .map_err(|e| BackendError::config(format!("region: {e}")))?;
+    match DefaultResolver::new().resolve_endpoint(&params).await {
+        Ok(resolved) => Ok(resolved.url().to_owned()),
+        Err(e) if use_fips => Err(BackendError::config(format!(
+            "use_fips_endpoint (or AWS_USE_FIPS_ENDPOINT / the profile's use_fips_endpoint): \
+             no FIPS endpoint for KMS in region {region}{}: {e}",
+            if endpoint.is_some() {
+                " with endpoint set"
+            } else {
+                ""
+            }
+        ))),
+        Err(e) => Err(BackendError::config(format!(
+            "region: the SDK has no KMS endpoint for region {region}: {e}"
+        ))),
+    }
 }
 
 /// A credentials provider that remembers when the credentials it last handed out expire.
@@ -147,32 +206,5 @@ impl ProvideCredentials for ExpiryRecorder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_kms::config::Credentials;
-
-    #[tokio::test]
-    async fn expiry_recorder_reports_expiry_of_last_credentials() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-        let creds = Credentials::new(
-            "AKIDEXAMPLE",
-            "not-a-secret",
-            Some("t".into()),
-            Some(at),
-            "test",
-        );
-        let rec = ExpiryRecorder::new(SharedCredentialsProvider::new(creds));
-        assert_eq!(rec.expiry(), None);
-        rec.provide_credentials().await.unwrap();
-        assert_eq!(rec.expiry(), Some(at));
-    }
-
-    #[tokio::test]
-    async fn build_works_offline_and_takes_region_from_key_arn() {
-        let mut cfg = AwsConfig::new("arn:aws:kms:ap-south-2:111122223333:key/k-1");
-        cfg.endpoint = Some("http://127.0.0.1:9".into());
-        let key = cfg.validate().unwrap();
-        let built = build(&cfg, &key, None).await.unwrap();
-        assert_eq!(built.region, "ap-south-2");
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use polykms_backend::BackendError;
+use polykms_backend::{BackendError, crypto};
 use polykms_net::NetworkConfig;
 use serde::Deserialize;
 
@@ -27,9 +27,14 @@ pub struct AwsConfig {
     /// AWS region; defaults to the SDK's region chain, then to the region of a key ARN.
     #[serde(default)]
     pub region: Option<String>,
-    /// Endpoint URL override (VPC endpoint, FIPS endpoint, emulator in tests).
+    /// Endpoint URL override (VPC endpoint, emulator in tests). A FIPS VPC endpoint is named
+    /// here in full; `use_fips_endpoint` cannot be combined with it.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Send KMS and STS calls to AWS' FIPS endpoints (`kms-fips.<region>.amazonaws.com`,
+    /// `sts-fips.<region>.amazonaws.com`): the SDK's `use_fips`. Any build; default false.
+    #[serde(default)]
+    pub use_fips_endpoint: bool,
     /// Named profile from the shared config files, instead of `AWS_PROFILE`.
     #[serde(default)]
     pub profile: Option<String>,
@@ -85,6 +90,7 @@ impl AwsConfig {
             key: key.into(),
             region: None,
             endpoint: None,
+            use_fips_endpoint: false,
             profile: None,
             assume_role_arn: None,
             assume_role_external_id: None,
@@ -99,7 +105,13 @@ impl AwsConfig {
 
     /// Checks every field that can be checked without the network; errors name the field.
     pub(crate) fn validate(&self) -> Result<KeyRef, BackendError> {
+        self.validate_for(crypto::FIPS_BUILD)
+    }
+
+    /// `validate` for a FIPS build (`fips`) or not, so both branches are tested in every build.
+    pub(crate) fn validate_for(&self, fips: bool) -> Result<KeyRef, BackendError> {
         let key = KeyRef::parse(&self.key)?;
+        self.check_fips(fips)?;
         if let Some(region) = &self.region
             && (region.is_empty()
                 || !region
@@ -123,6 +135,15 @@ impl AwsConfig {
             return Err(BackendError::config(format!(
                 "endpoint: {endpoint:?} must be an http:// or https:// URL"
             )));
+        }
+        if self.use_fips_endpoint && self.endpoint.is_some() {
+            // The SDK's endpoint rules refuse FIPS with a custom URL ("FIPS and custom endpoint
+            // are not supported") on every call; say so now.
+            return Err(BackendError::config(
+                "use_fips_endpoint: cannot be combined with endpoint (the AWS SDK does not apply \
+                 FIPS to a custom endpoint URL); to use a FIPS VPC endpoint, name it in endpoint \
+                 and leave use_fips_endpoint unset",
+            ));
         }
         if let Some(role) = &self.assume_role_arn {
             if !role.starts_with("arn:") || !role.contains(":role/") {
@@ -164,6 +185,21 @@ impl AwsConfig {
             ));
         }
         Ok(key)
+    }
+
+    /// Settings a FIPS build cannot honour. STS AssumeRole requests are signed by the SDK's
+    /// credentials provider with `aws-sigv4` (RustCrypto HMAC/SHA-256, outside the validated
+    /// module), not by polykms' signer, so `assume_role_arn` is refused there.
+    pub(crate) fn check_fips(&self, fips: bool) -> Result<(), BackendError> {
+        if fips && self.assume_role_arn.is_some() {
+            return Err(BackendError::config(
+                "assume_role_arn: not available in the FIPS build: the SDK signs STS AssumeRole \
+                 outside the FIPS module; use IRSA / EKS Pod Identity / web identity \
+                 (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, an unsigned STS call) or the \
+                 instance/task role instead",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -216,6 +252,57 @@ mod tests {
             c.encryption_context.get("cluster").map(String::as_str),
             Some("prod-1")
         );
+    }
+
+    #[test]
+    fn use_fips_endpoint_defaults_to_false_and_parses() {
+        assert!(
+            !parse(&format!("key = {ARN:?}\n"))
+                .unwrap()
+                .use_fips_endpoint
+        );
+        let c = parse(&format!("key = {ARN:?}\nuse_fips_endpoint = true\n")).unwrap();
+        assert!(c.use_fips_endpoint);
+        c.validate_for(false).unwrap();
+        c.validate_for(true).unwrap();
+    }
+
+    #[test]
+    fn use_fips_endpoint_with_an_endpoint_override_is_refused_naming_both() {
+        let mut c = AwsConfig::new(ARN);
+        c.use_fips_endpoint = true;
+        c.endpoint = Some("https://vpce-0123.kms-fips.eu-west-1.vpce.amazonaws.com".into());
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().starts_with("use_fips_endpoint:"), "{err}");
+        assert!(err.message().contains("endpoint"), "{err}");
+        c.use_fips_endpoint = false;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn fips_build_refuses_assume_role_arn_and_names_the_alternative() {
+        let mut c = AwsConfig::new(ARN);
+        c.assume_role_arn = Some("arn:aws:iam::111122223333:role/polykms".into());
+        c.validate_for(false).unwrap();
+        let err = c.validate_for(true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().starts_with("assume_role_arn:"), "{err}");
+        assert!(err.message().contains("FIPS"), "{err}");
+        assert!(
+            err.message().contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            "{err}"
+        );
+        // Without the role, a FIPS build accepts the same config.
+        c.assume_role_arn = None;
+        c.validate_for(true).unwrap();
+    }
+
+    #[test]
+    fn validate_follows_the_build() {
+        let mut c = AwsConfig::new(ARN);
+        c.assume_role_arn = Some("arn:aws:iam::111122223333:role/polykms".into());
+        assert_eq!(c.validate().is_err(), crypto::FIPS_BUILD);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! ListKeyRotations entry), so automatic or on-demand rotation changes `key_id`. The probe is
 //! DescribeKey: a disabled, pending-deletion or wrong-usage key fails health with the reason,
 //! and the same answer tells core the key's lifecycle (what undoes a deletion or a disable).
-//! Credentials come from the SDK's default chain, optionally through an assumed role.
+//! Credentials come from the SDK's default chain, optionally through an assumed role. Requests
+//! are signed with polykms' own SigV4 on `polykms_backend::crypto` (the FIPS module in a FIPS
+//! build); `use_fips_endpoint` sends KMS and STS calls to AWS' FIPS endpoints.
 
 mod backend;
 mod client;
@@ -15,6 +17,8 @@ mod context;
 mod error;
 mod key;
 mod lifecycle;
+mod sigv4;
+mod sigv4_auth;
 #[cfg(test)]
 mod test_server;
 mod version;

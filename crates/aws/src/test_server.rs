@@ -3,6 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -107,4 +113,53 @@ async fn answer(
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// A request the SDK tried to send, as captured by [`Capture`].
+#[derive(Debug, Clone)]
+pub(crate) struct Captured {
+    pub(crate) method: String,
+    pub(crate) uri: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// An SDK `HttpClient` that records every request and fails it (no network), so tests see
+/// exactly what would be sent: the resolved endpoint, the signed headers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Capture(pub(crate) Arc<Mutex<Vec<Captured>>>);
+
+impl Capture {
+    pub(crate) fn requests(&self) -> Vec<Captured> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl HttpConnector for Capture {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        self.0.lock().unwrap().push(Captured {
+            method: request.method().to_owned(),
+            uri: request.uri().to_owned(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            body: request.body().bytes().unwrap_or_default().to_vec(),
+        });
+        HttpConnectorFuture::ready(Err(ConnectorError::other(
+            "captured by the test, not sent".into(),
+            None,
+        )))
+    }
+}
+
+impl HttpClient for Capture {
+    fn http_connector(
+        &self,
+        _: &HttpConnectorSettings,
+        _: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
 }
