@@ -2,8 +2,9 @@
 with approved cipher suites, and against a listener that offers only a non-approved one (TLS 1.2,
 ECDHE-RSA-CHACHA20-POLY1305) the FIPS binary fails cleanly (health reports the backend down with
 the TLS handshake failure, the process stays up, `polykms check` exits non-zero naming the
-handshake) while the default binary connects. The FIPS assertions run against POLYKMS_FIPS_BIN
-and are skipped when it is unset."""
+handshake) while the default binary connects. Each case runs against the binary of its kind:
+conftest.BIN is the default build in run-tests.sh's first pass and the FIPS build in its second
+(POLYKMS_FIPS_BIN adds a FIPS binary to a default run)."""
 
 import os
 import shutil
@@ -19,7 +20,16 @@ from conftest import ROOT, RUN_DIR, v2_pb2
 from stores import REQUIRE, plugin_config, toml_str
 
 SCRIPT = ROOT / "integration" / "servers" / "openbao-tls.sh"
-FIPS_BIN = os.environ.get("POLYKMS_FIPS_BIN")
+
+
+def _binaries():
+    found = {("fips" if conftest.FIPS else "default"): conftest.BIN}
+    if os.environ.get("POLYKMS_FIPS_BIN"):
+        found.setdefault("fips", Path(os.environ["POLYKMS_FIPS_BIN"]))
+    return found
+
+
+BINS = _binaries()
 
 
 def _four_free_ports():
@@ -75,13 +85,15 @@ def vault_block(bao, address, name="bao"):
             f'auth = {{ method = "token", token_file = {toml_str(bao["POLYKMS_VAULT_TLS_TOKEN_FILE"])} }}\n')
 
 
-BINARIES = [pytest.param("default", id="default")] + [
-    pytest.param("fips", id="fips", marks=pytest.mark.skipif(not FIPS_BIN, reason="POLYKMS_FIPS_BIN unset"))
-]
+def needs(which):
+    return pytest.mark.skipif(which not in BINS, reason=f"no {which} binary in this run (conftest.BIN is the other kind)")
+
+
+BINARIES = [pytest.param(w, id=w, marks=needs(w)) for w in ("default", "fips")]
 
 
 def binary(which):
-    return Path(FIPS_BIN) if which == "fips" else conftest.BIN
+    return BINS[which]
 
 
 @pytest.fixture
@@ -121,6 +133,7 @@ def test_plugin_round_trips_through_openbao_over_tls(which, bao, workdir, plugin
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@needs("default")
 def test_default_binary_connects_to_the_chacha_only_listener(bao, workdir, plugins, use_binary):
     use_binary("default")
     config = plugin_config([vault_block(bao, bao["POLYKMS_VAULT_TLS_CHACHA_ADDR"])], ["bao"])
@@ -130,7 +143,7 @@ def test_default_binary_connects_to_the_chacha_only_listener(bao, workdir, plugi
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.skipif(not FIPS_BIN, reason="POLYKMS_FIPS_BIN unset")
+@needs("fips")
 def test_fips_binary_fails_cleanly_against_only_non_approved_suites(bao, workdir, plugins, use_binary):
     use_binary("fips")
     config = plugin_config([vault_block(bao, bao["POLYKMS_VAULT_TLS_CHACHA_ADDR"])], ["bao"])

@@ -1,6 +1,7 @@
 //! The cryptographic module at start: a FIPS build refuses to run any command unless AWS-LC's
 //! FIPS module is in FIPS mode and passes its self tests (docs/fips.md), and `polykms version`
-//! names the module.
+//! names the module. Then the process-wide rustls provider (the module's FIPS provider in a
+//! FIPS build) is installed before any client exists.
 
 use polykms_backend::crypto;
 
@@ -12,7 +13,12 @@ pub fn start_up_check() -> Result<(), Failure> {
         code: CRYPTO_MODULE,
         message: format!("refusing to start: {e}"),
     })?;
-    Ok(())
+    // Every TLS client that takes the process default (etcd's tonic, google-cloud-auth) gets the
+    // FIPS provider in a FIPS build; the others are given it and check their config themselves.
+    polykms_net::tls::install_default().map_err(|e| Failure::Exit {
+        code: CRYPTO_MODULE,
+        message: format!("refusing to start: TLS provider: {e}"),
+    })
 }
 
 /// The line `polykms version` prints about the module.
