@@ -244,8 +244,9 @@ mod tests {
             "#,
         )
         .unwrap();
+        // assume_role_arn is a FIPS-build refusal (fips_build_refuses_assume_role_arn...).
         assert_eq!(
-            c.validate().unwrap(),
+            c.validate_for(false).unwrap(),
             KeyRef::AliasName("alias/kube-secrets".into())
         );
         assert_eq!(

@@ -284,6 +284,13 @@ async fn assumed_role_credentials_are_used_and_report_expiry() {
     cfg.endpoint = Some(m.endpoint.clone());
     cfg.assume_role_arn = Some("arn:aws:iam::123456789012:role/polykms-test".into());
     cfg.assume_role_session_name = Some("polykms-it".into());
+    if polykms_backend::crypto::FIPS_BUILD {
+        // STS AssumeRole would be signed outside the FIPS module: refused at config load.
+        let err = AwsBackend::connect(&cfg).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.message().starts_with("assume_role_arn:"), "{err}");
+        return;
+    }
     let b = AwsBackend::connect(&cfg).await.unwrap();
     assert_eq!(
         b.credential_expiry(),
