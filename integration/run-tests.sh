@@ -54,7 +54,8 @@ fi
 # the conformance replays, the tamper and downgrade checks, escrow, audit/reencrypt on etcd
 # and the TLS refusals of test_fips_tls.py.
 FIPS_TESTS=(test_kms_v2.py test_compat.py test_envelope_integrity.py test_backends.py test_kmip.py
-  test_pkcs11.py test_escrow.py test_cli.py test_audit.py test_reencrypt.py test_fips_tls.py)
+  test_pkcs11.py test_escrow.py test_cli.py test_operations.py test_audit.py test_reencrypt.py
+  test_fips_tls.py)
 echo "== FIPS build (cargo build -p polykms --features fips)"
 cargo build -p polykms --features fips
 mkdir -p "$target/fips"

@@ -62,15 +62,19 @@ def test_check_prints_key_versions_and_the_key_id_the_server_reports(workdir, pl
     assert f"key_id: {key_id}" in r.stdout
 
 
-def test_version_names_the_git_revision_it_was_built_from():
+def test_version_names_the_git_revision_and_the_cryptographic_module():
     import re
 
-    from conftest import ROOT
+    from conftest import FIPS, ROOT
 
     r = run("version")
     assert r.returncode == 0 and r.stdout.startswith("polykms ")
-    m = re.fullmatch(r"polykms (\S+) \(git revision (\S+)\)\n", r.stdout)
+    m = re.fullmatch(r"polykms (\S+) \(git revision (\S+)\)\ncryptographic module: (.*)\n", r.stdout)
     assert m, r.stdout
+    if FIPS:
+        assert re.fullmatch(r"AWS-LC FIPS \S+ \(FIPS mode\) \(FIPS build, FIPS 140-3 module branch \d+\)", m.group(3)), r.stdout
+    else:
+        assert re.fullmatch(r"AWS-LC \S+ \(not a FIPS build\)", m.group(3)), r.stdout
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0 and not os.environ.get("POLYKMS_GIT_REVISION"):
         assert m.group(2) == head.stdout.strip()

@@ -60,7 +60,11 @@ def test_metrics_parse_and_hold_every_series_with_bounded_labels(workdir, plugin
     assert value("polykms_in_flight_requests") == 0
     assert value("polykms_key_id_changes_total") == 0
     assert "polykms_decrypt_coalesced" in fams
-    assert "polykms_build_info" in fams
+    # The FIPS build says so (docs/fips.md): fips="true" only when the module runs in FIPS mode.
+    from conftest import FIPS
+
+    build = fams["polykms_build_info"].samples
+    assert len(build) == 1 and build[0].labels["fips"] == ("true" if FIPS else "false"), build
     kid = p.v2().Status(v2_pb2.StatusRequest(), timeout=5).key_id
     info = [s for s in fams["polykms_key_id_info"].samples]
     assert len(info) == 1 and info[0].labels["key_id"] == kid and info[0].labels["backend"] == "local"

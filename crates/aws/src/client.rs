@@ -73,12 +73,10 @@ pub(crate) async fn build_with_http(
         .http_client(http)
         .timeout_config(timeouts)
         .retry_config(retries);
-    // Only `true` is passed on: `false` leaves AWS_USE_FIPS_ENDPOINT / the profile's
-    // use_fips_endpoint in charge, as for any SDK client. STS (assume_role_arn, web identity)
-    // takes it from the same loader.
-    if config.use_fips_endpoint {
-        loader = loader.use_fips(true);
-    }
+    // `use_fips_endpoint` is set on the KMS client only (below): STS has FIPS endpoints in the
+    // US and GovCloud regions alone, so turning it on for the credential chain would break web
+    // identity (IRSA) everywhere else. AWS_USE_FIPS_ENDPOINT / a profile's use_fips_endpoint
+    // still apply to every client, as for any SDK program.
     if let Some(profile) = &config.profile {
         loader = loader.profile_name(profile);
     }
@@ -118,11 +116,14 @@ pub(crate) async fn build_with_http(
     };
     let expiry = ExpiryRecorder::new(provider);
 
-    let use_fips = sdk.use_fips().unwrap_or(false);
+    let use_fips = config.use_fips_endpoint || sdk.use_fips().unwrap_or(false);
     let endpoint = resolve_endpoint(&region, use_fips, config.endpoint.as_deref()).await?;
     let mut kms = aws_sdk_kms::config::Builder::from(&sdk)
         .credentials_provider(expiry.clone())
         .push_auth_scheme(PolySigV4Scheme::default());
+    if config.use_fips_endpoint {
+        kms = kms.use_fips(true);
+    }
     if let Some(endpoint) = &config.endpoint {
         kms = kms.endpoint_url(endpoint);
     }

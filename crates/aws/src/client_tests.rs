@@ -101,7 +101,7 @@ async fn without_use_fips_endpoint_kms_calls_go_to_the_regular_endpoint() {
 }
 
 #[tokio::test]
-async fn use_fips_endpoint_sends_assume_role_to_the_sts_fips_endpoint() {
+async fn use_fips_endpoint_leaves_sts_on_its_regional_endpoint() {
     // The non-FIPS build's branch: a FIPS build refuses assume_role_arn (config.rs).
     if std::env::var_os("AWS_ENDPOINT_URL_STS").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL").is_some()
@@ -113,12 +113,14 @@ async fn use_fips_endpoint_sends_assume_role_to_the_sts_fips_endpoint() {
     cfg.use_fips_endpoint = true;
     cfg.assume_role_arn = Some(ROLE.into());
     let signed_before = SIGNED_ON_THIS_THREAD.with(|n| n.get());
-    let (_, requests) = capture_describe(&cfg).await;
+    let (built, requests) = capture_describe(&cfg).await;
     let sts = requests
         .iter()
         .find(|r| r.uri.contains("sts"))
         .unwrap_or_else(|| panic!("the assumed role is fetched from STS first: {requests:?}"));
-    assert_eq!(sts.uri, "https://sts-fips.eu-west-1.amazonaws.com/");
+    // STS has no FIPS endpoint in eu-west-1: use_fips_endpoint is the KMS client's alone.
+    assert_eq!(sts.uri, "https://sts.eu-west-1.amazonaws.com/");
+    assert_eq!(built.endpoint, "https://kms-fips.eu-west-1.amazonaws.com");
     assert!(String::from_utf8_lossy(&sts.body).contains("Action=AssumeRole"));
     // STS is signed by the SDK's provider (aws-sigv4), not by polykms' signer: the reason a
     // FIPS build refuses assume_role_arn.

@@ -31,8 +31,9 @@ pub struct AwsConfig {
     /// here in full; `use_fips_endpoint` cannot be combined with it.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// Send KMS and STS calls to AWS' FIPS endpoints (`kms-fips.<region>.amazonaws.com`,
-    /// `sts-fips.<region>.amazonaws.com`): the SDK's `use_fips`. Any build; default false.
+    /// Send KMS calls to AWS' FIPS endpoint (`kms-fips.<region>.amazonaws.com`): the SDK's
+    /// `use_fips` on the KMS client (STS, which has FIPS endpoints in US regions only, follows
+    /// AWS_USE_FIPS_ENDPOINT). Any build; default false.
     #[serde(default)]
     pub use_fips_endpoint: bool,
     /// Named profile from the shared config files, instead of `AWS_PROFILE`.
@@ -190,14 +191,36 @@ impl AwsConfig {
     /// Settings a FIPS build cannot honour. STS AssumeRole requests are signed by the SDK's
     /// credentials provider with `aws-sigv4` (RustCrypto HMAC/SHA-256, outside the validated
     /// module), not by polykms' signer, so `assume_role_arn` is refused there.
+    /// A shared-config profile that assumes a role (`role_arn` + `source_profile` or
+    /// `credential_source`) is refused for the same reason, naming the profile and its file.
     pub(crate) fn check_fips(&self, fips: bool) -> Result<(), BackendError> {
-        if fips && self.assume_role_arn.is_some() {
-            return Err(BackendError::config(
+        self.check_fips_with(fips, |var| std::env::var(var).ok())
+    }
+
+    fn check_fips_with(
+        &self,
+        fips: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), BackendError> {
+        const INSTEAD: &str = "use IRSA / EKS Pod Identity / web identity (AWS_ROLE_ARN + \
+             AWS_WEB_IDENTITY_TOKEN_FILE, an unsigned STS call) or the instance/task role instead";
+        if !fips {
+            return Ok(());
+        }
+        if self.assume_role_arn.is_some() {
+            return Err(BackendError::config(format!(
                 "assume_role_arn: not available in the FIPS build: the SDK signs STS AssumeRole \
-                 outside the FIPS module; use IRSA / EKS Pod Identity / web identity \
-                 (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, an unsigned STS call) or the \
-                 instance/task role instead",
-            ));
+                 outside the FIPS module; {INSTEAD}"
+            )));
+        }
+        if let Some(found) = crate::profile_role::signed_role_profile(self.profile.as_deref(), env)
+        {
+            return Err(BackendError::config(format!(
+                "profile: the shared-config profile \"{}\" in {} assumes a role (role_arn), which \
+                 the SDK signs outside the FIPS module; not available in the FIPS build; {INSTEAD}",
+                found.profile,
+                found.file.display()
+            )));
         }
         Ok(())
     }
@@ -207,6 +230,30 @@ impl AwsConfig {
 mod tests {
     use super::*;
     use polykms_backend::ErrorKind;
+
+    #[test]
+    fn a_fips_build_refuses_a_profile_that_assumes_a_role_and_names_it() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".aws")).unwrap();
+        std::fs::write(
+            home.path().join(".aws/config"),
+            "[profile ops]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = default\n",
+        )
+        .unwrap();
+        let env = |var: &str| (var == "HOME").then(|| home.path().display().to_string());
+        let mut cfg = AwsConfig::new(ARN);
+        cfg.profile = Some("ops".into());
+        let err = cfg.check_fips_with(true, env).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().starts_with("profile:"), "{err}");
+        assert!(
+            err.message().contains("\"ops\"") && err.message().contains(".aws/config"),
+            "{err}"
+        );
+        assert!(cfg.check_fips_with(false, env).is_ok());
+        cfg.profile = Some("other".into());
+        assert!(cfg.check_fips_with(true, env).is_ok());
+    }
 
     type Mutation = Box<dyn Fn(&mut AwsConfig)>;
 

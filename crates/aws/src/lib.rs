@@ -8,7 +8,7 @@
 //! and the same answer tells core the key's lifecycle (what undoes a deletion or a disable).
 //! Credentials come from the SDK's default chain, optionally through an assumed role. Requests
 //! are signed with polykms' own SigV4 on `polykms_backend::crypto` (the FIPS module in a FIPS
-//! build); `use_fips_endpoint` sends KMS and STS calls to AWS' FIPS endpoints.
+//! build); `use_fips_endpoint` sends KMS calls to AWS' FIPS endpoint.
 
 mod backend;
 mod client;
@@ -17,6 +17,7 @@ mod context;
 mod error;
 mod key;
 mod lifecycle;
+mod profile_role;
 mod sigv4;
 mod sigv4_auth;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! to the system roots. Connections are the SDK's own hyper + rustls (aws-lc) connectors, in
 //! `CryptoMode::AwsLcFips` in a FIPS build: the SDK then builds its rustls config on
 //! `rustls::crypto::default_fips_provider()` (asserting `provider.fips()`), restricted to
-//! AES-GCM suites, so the config reports `fips()` (docs/fips-tls.md).
+//! AES-GCM suites, so the config reports `fips()` (docs/fips.md, "TLS clients").
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
