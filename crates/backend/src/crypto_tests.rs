@@ -115,7 +115,10 @@ fn aes_256_gcm_matches_the_gcm_specification_test_case_16() {
     assert_eq!(fixed, expected);
     let gcm = Aes256Gcm::new(&key).unwrap();
     let sealed = expected;
-    assert_eq!(gcm.open(&nonce, &aad, &sealed).unwrap().expose(), &plaintext[..]);
+    assert_eq!(
+        gcm.open(&nonce, &aad, &sealed).unwrap().expose(),
+        &plaintext[..]
+    );
     for i in 0..sealed.len() {
         for bit in 0..8 {
             let mut bad = sealed.clone();
@@ -198,7 +201,10 @@ fn the_start_up_verdict_refuses_a_module_out_of_fips_mode_or_failing_its_self_te
         ..on.clone()
     };
     let err = judge(off, Ok(())).unwrap_err().to_string();
-    assert!(err.contains("not in FIPS mode") && err.contains("FIPS_mode() returned 0"), "{err}");
+    assert!(
+        err.contains("not in FIPS mode") && err.contains("FIPS_mode() returned 0"),
+        "{err}"
+    );
     let err = judge(on, Err(())).unwrap_err().to_string();
     assert!(err.contains("self tests failed"), "{err}");
 }

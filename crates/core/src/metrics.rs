@@ -529,7 +529,10 @@ pub fn apiserver_key_id_hash(key_id: &str) -> String {
     if key_id.is_empty() {
         return String::new();
     }
-    format!("sha256:{}", hex::encode(polykms_backend::crypto::sha256(key_id.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(polykms_backend::crypto::sha256(key_id.as_bytes()))
+    )
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use polykms_backend::{BackendError, SecretBytes, WrappedKey};
 use polykms_backend::crypto::Sha256;
+use polykms_backend::{BackendError, SecretBytes, WrappedKey};
 use tokio::time::Instant;
 
 use crate::cache::{CacheSettings, UnwrapCache};

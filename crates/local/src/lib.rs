@@ -11,7 +11,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use polykms_backend::crypto::{Aes256Gcm, GCM_NONCE_LEN as NONCE_LEN, GCM_TAG_LEN as TAG_LEN, Sha256};
+use polykms_backend::crypto::{
+    Aes256Gcm, GCM_NONCE_LEN as NONCE_LEN, GCM_TAG_LEN as TAG_LEN, Sha256,
+};
 use polykms_backend::{BackendError, KeyEncryptionBackend, KeyVersion, SecretBytes, WrappedKey};
 use serde::Deserialize;
 
@@ -162,11 +164,9 @@ impl KeyEncryptionBackend for LocalBackend {
         }
         let (nonce, sealed) = ct.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split_at gives NONCE_LEN bytes");
-        key.cipher
-            .open(&nonce, aad, sealed)
-            .map_err(|_| {
-                BackendError::wrong_key("authentication failed: wrong key or context, or tampered")
-            })
+        key.cipher.open(&nonce, aad, sealed).map_err(|_| {
+            BackendError::wrong_key("authentication failed: wrong key or context, or tampered")
+        })
     }
 
     fn describe(&self) -> String {

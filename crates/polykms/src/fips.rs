@@ -44,7 +44,10 @@ mod tests {
         let line = module_line();
         assert!(line.starts_with("cryptographic module: AWS-LC "), "{line}");
         if crypto::FIPS_BUILD {
-            assert!(line.contains("AWS-LC FIPS") && line.contains("(FIPS mode)"), "{line}");
+            assert!(
+                line.contains("AWS-LC FIPS") && line.contains("(FIPS mode)"),
+                "{line}"
+            );
         } else {
             assert!(line.ends_with("(not a FIPS build)"), "{line}");
         }
