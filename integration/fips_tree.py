@@ -46,6 +46,13 @@ ALLOWED = {
     ("rand", "rand_chacha"):
         "rand 0.9's generator, used by opentelemetry_sdk (inside google-cloud-gax-internal) for "
         "trace ids and sampling: no key, secret or data passes through it",
+    ("aws-sigv4", "hmac"):
+        "the AWS SDK's stock SigV4 signer, linked by aws-runtime and the credential providers: "
+        "KMS requests are signed by polykms' own SigV4 on the module (crates/aws/src/sigv4.rs, "
+        "the KMS client's sigv4 auth scheme in every build), and STS AssumeRole, the only other "
+        "signed call, is refused in a FIPS build (assume_role_arn, a profile that assumes a role)",
+    ("aws-sigv4", "sha2"):
+        "as above (the SDK's stock SigV4 signer, not reached by KMS calls; AssumeRole refused)",
     ("google-cloud-auth", "hmac"):
         "SigV4 signing of GCP external-account credentials sourced from AWS; a FIPS build "
         "refuses such a credentials file at config load",

@@ -35,6 +35,13 @@ def _binary_is_fips():
 FIPS = _binary_is_fips()
 
 
+def write_config(path, text, http=""):
+    """Writes a config template for a command that serves nothing (check, audit): the socket
+    beside the file, `http` as the listen address (empty: none)."""
+    path.write_text(text.replace("@SOCKET@", str(path.with_suffix(".sock"))).replace("@HTTP@", http))
+    return path
+
+
 def _generate_stubs():
     from grpc_tools import protoc
 

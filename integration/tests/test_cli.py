@@ -58,6 +58,11 @@ def test_check_prints_key_versions_and_the_key_id_the_server_reports(workdir, pl
     r = run("check", "--config", str(p.config))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "key version: local:" in r.stdout
+    # The module it ran on, first (docs/fips.md): the FIPS build names the FIPS module.
+    from conftest import FIPS
+
+    module = r.stdout.splitlines()[0]
+    assert module.startswith("cryptographic module: AWS-LC FIPS " if FIPS else "cryptographic module: AWS-LC "), module
     key_id = p.v2().Status(v2_pb2.StatusRequest(), timeout=5).key_id
     assert f"key_id: {key_id}" in r.stdout
 

@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from conftest import BIN, keygen, v2_pb2
+from conftest import BIN, FIPS, ROOT, keygen, v2_pb2, write_config
 from stores import plugin_config, toml_str
 from test_envelope_integrity import check_tamper_proof
 
@@ -216,8 +216,29 @@ def test_keygen_writes_a_private_0600_key_never_overwrites_and_prints_the_key_ve
     r = subprocess.run([str(BIN), "escrow", "keygen", "--public-out", str(pub)], capture_output=True, text=True)
     assert r.returncode == 64, r.stderr
     # The fingerprint keygen printed is the key version check reports.
-    cfg = workdir / "c.toml"
-    cfg.write_text(config([escrow_block(pub)], [ESCROW]).replace("@SOCKET@", str(workdir / "c.sock"))
-                   .replace("@HTTP@", "127.0.0.1:0"))
+    cfg = write_config(workdir / "c.toml", config([escrow_block(pub)], [ESCROW]), http="127.0.0.1:0")
     out = subprocess.run([str(BIN), "check", "--config", str(cfg)], capture_output=True, text=True)
     assert f"key version: {fingerprint}" in out.stdout, out.stdout
+
+
+XWING_PUB = ROOT / "integration" / "tests" / "fixtures" / "escrow-xwing" / "escrow.pub"
+
+
+def test_x_wing_keys_load_in_the_default_build_and_are_refused_by_a_fips_build(workdir):
+    """A FIPS build refuses X-Wing (X25519, ChaCha20-Poly1305 are not approved) at config load
+    and at keygen, naming the file and the way out; the default build loads the same file."""
+    a = keygen(workdir / "a.key")
+    cfg = write_config(workdir / "xwing.toml", config([local_block("a", a), escrow_block(XWING_PUB)], ["a", ESCROW]))
+    r = subprocess.run([str(BIN), "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    kg = subprocess.run([str(BIN), "escrow", "keygen", "--kem", "x-wing", "--public-out", str(workdir / "x.pub"),
+                         "--private-out", str(workdir / "x.key")], capture_output=True, text=True, timeout=60)
+    if FIPS:
+        assert r.returncode == 64, r.stdout + r.stderr
+        assert str(XWING_PUB) in r.stderr and "not FIPS-approved" in r.stderr, r.stderr
+        assert "--kem ml-kem-1024" in r.stderr, r.stderr
+        assert kg.returncode == 64 and "--kem ml-kem-1024" in kg.stderr, kg.stdout + kg.stderr
+        assert not (workdir / "x.pub").exists() and not (workdir / "x.key").exists()
+    else:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "escrow:e65a96579ce300d1" in r.stdout, r.stdout
+        assert kg.returncode == 0, kg.stderr

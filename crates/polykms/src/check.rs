@@ -27,6 +27,8 @@ pub fn run(path: &Path, strict: bool) -> Result<(), Failure> {
 }
 
 async fn check(config: &Config, strict: bool) -> Result<(), Failure> {
+    // The start-up check has passed already (a FIPS build refuses to get here otherwise).
+    println!("{}", crate::fips::module_line());
     // check changes nothing on disk: a key file `serve` would generate is reported, not made.
     let to_generate: Vec<(&str, &Path)> = config
         .backends
