@@ -13,6 +13,8 @@
 # 8237) = dev listener, +1 cluster listener, +2 approved TLS, +3 ChaCha-only TLS.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../lib/bao.sh
+source "$here/lib/bao.sh"
 run="${POLYKMS_RUN_DIR:-$here/.run}"
 state="$run/openbao-tls"
 pidfile="$run/openbao-tls.pid"
@@ -73,23 +75,8 @@ listener "tcp" {
   tls_cipher_suites  = "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
 }
 HCL
-  setsid "$bao" server -dev -dev-root-token-id="$root_token" \
-    -dev-listen-address="127.0.0.1:$port" -dev-no-store-token -config="$state/listeners.hcl" \
-    >"$state/server.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  export BAO_ADDR="$dev_addr" BAO_TOKEN="$root_token"
-  ready=""
-  for _ in $(seq 100); do
-    if "$bao" status >/dev/null 2>&1; then ready=1; break; fi
-    kill -0 "$(cat "$pidfile")" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$ready" ]]; then
-    echo "openbao-tls.sh: server did not become ready; log:" >&2
-    tail -20 "$state/server.log" >&2
-    stop
-    exit 1
-  fi
+  bao_start_dev openbao-tls.sh "$bao" "$state" "$pidfile" "$dev_addr" "$root_token" \
+    -dev-listen-address="127.0.0.1:$port" -config="$state/listeners.hcl" || { stop; exit 1; }
   "$bao" secrets enable transit >/dev/null
   "$bao" write -f "transit/keys/$key" type=aes256-gcm96 >/dev/null
   umask 077

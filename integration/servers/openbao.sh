@@ -7,6 +7,8 @@
 # Dev mode keeps everything in memory: every start is a fresh server.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../lib/bao.sh
+source "$here/lib/bao.sh"
 run="$here/.run"
 state="$run/openbao"
 pidfile="$run/openbao.pid"
@@ -45,24 +47,8 @@ start() {
   rm -rf "$state"
   mkdir -p "$state"
   chmod 700 "$state"
-  # setsid: the server must outlive this script's process group (CI, test harnesses).
-  setsid "$bao" server -dev -dev-root-token-id="$root_token" \
-    -dev-listen-address="127.0.0.1:$addr_port" -dev-no-store-token \
-    >"$state/server.log" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  export BAO_ADDR="$addr" BAO_TOKEN="$root_token"
-  ready=""
-  for _ in $(seq 100); do
-    if "$bao" status >/dev/null 2>&1; then ready=1; break; fi
-    kill -0 "$(cat "$pidfile")" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$ready" ]]; then
-    echo "openbao.sh: server did not become ready; log:" >&2
-    tail -20 "$state/server.log" >&2
-    stop
-    exit 1
-  fi
+  bao_start_dev openbao.sh "$bao" "$state" "$pidfile" "$addr" "$root_token" \
+    -dev-listen-address="127.0.0.1:$addr_port" || { stop; exit 1; }
 
   # Fake Kubernetes TokenReview API (HTTPS, self-signed) for the kubernetes auth method.
   # (8208 is taken by the dev server's cluster listener: listen port + 1.)

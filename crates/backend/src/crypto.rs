@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use aws_lc_rs::{aead, digest, hkdf, hmac, rand};
 
+/// The HKDF hash choices of [`hkdf_expand`] (`HKDF_SHA256`, …), re-exported from aws-lc-rs.
+pub use aws_lc_rs::hkdf::{Algorithm as HkdfAlgorithm, HKDF_SHA256, HKDF_SHA384};
+
 use crate::SecretBytes;
 
 /// Whether this binary was built with the FIPS module (`--features fips`).
@@ -141,16 +144,30 @@ pub fn hkdf_sha256(
     info: &[&[u8]],
     out: &mut [u8],
 ) -> Result<(), CryptoError> {
+    // HKDF-Extract is HMAC(salt, ikm); an empty salt is HashLen zero bytes, which HMAC's key
+    // padding makes the same key.
+    let prk = zeroize::Zeroizing::new(hmac_sha256(salt, &[ikm]));
+    hkdf_expand(hkdf::HKDF_SHA256, prk.as_ref(), info, out)
+}
+
+/// HKDF-Expand (RFC 5869) under `algorithm` (`HKDF_SHA256`; others for test vectors) of a PRK
+/// that came out of HKDF-Extract, with the concatenation of `info`, into `out`.
+pub fn hkdf_expand(
+    algorithm: HkdfAlgorithm,
+    prk: &[u8],
+    info: &[&[u8]],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
     struct Len(usize);
     impl hkdf::KeyType for Len {
         fn len(&self) -> usize {
             self.0
         }
     }
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
-    prk.expand(info, Len(out.len()))
+    hkdf::Prk::new_less_safe(algorithm, prk)
+        .expand(info, Len(out.len()))
         .and_then(|okm| okm.fill(out))
-        .map_err(|_| CryptoError::Module("HKDF-SHA256"))
+        .map_err(|_| CryptoError::Module("HKDF-Expand"))
 }
 
 /// Fills `buf` from the module's random generator (the FIPS DRBG in a FIPS build).

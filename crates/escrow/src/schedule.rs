@@ -3,7 +3,6 @@
 //! HKDF-Expand for LabeledExpand. Generic over the suite (KEM and AEAD ids, key length) and
 //! the KDF, so that the published vectors of other suites check the same code.
 
-use aws_lc_rs::hkdf;
 use polykms_backend::crypto::{self, CryptoError};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -31,27 +30,8 @@ impl Kdf for HkdfSha256 {
     }
 
     fn expand(prk: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<(), CryptoError> {
-        expand_with(hkdf::HKDF_SHA256, prk, info, out)
+        crypto::hkdf_expand(crypto::HKDF_SHA256, prk, info, out)
     }
-}
-
-/// HKDF-Expand of the module for `algorithm`, with a PRK that came out of Extract.
-pub(crate) fn expand_with(
-    algorithm: hkdf::Algorithm,
-    prk: &[u8],
-    info: &[&[u8]],
-    out: &mut [u8],
-) -> Result<(), CryptoError> {
-    struct Len(usize);
-    impl hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            self.0
-        }
-    }
-    hkdf::Prk::new_less_safe(algorithm, prk)
-        .expand(info, Len(out.len()))
-        .and_then(|okm| okm.fill(out))
-        .map_err(|_| CryptoError::Module("HKDF-Expand"))
 }
 
 const VERSION_LABEL: &[u8] = b"HPKE-v1";

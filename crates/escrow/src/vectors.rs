@@ -215,7 +215,7 @@ impl Kdf for HkdfSha384 {
     }
 
     fn expand(prk: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<(), CryptoError> {
-        crate::schedule::expand_with(aws_lc_rs::hkdf::HKDF_SHA384, prk, info, out)
+        polykms_backend::crypto::hkdf_expand(polykms_backend::crypto::HKDF_SHA384, prk, info, out)
     }
 }
 

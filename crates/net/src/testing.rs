@@ -364,3 +364,29 @@ pub fn test_ca(test: &str) -> Option<TestCa> {
 pub fn socket_addr_of(url: &str) -> Option<SocketAddr> {
     url.split_once("://")?.1.trim_end_matches('/').parse().ok()
 }
+
+/// A plain-HTTP origin on 127.0.0.1 that reads one request on every connection, answers it
+/// with `response` (a whole HTTP/1.1 message) and closes. Runs until the runtime stops.
+pub async fn canned_origin(response: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A [`canned_origin`] answering `200 origin`.
+pub async fn origin() -> SocketAddr {
+    canned_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\norigin").await
+}

@@ -2,28 +2,6 @@
 
 use polykms_net::testing::{ForwardProxy, refusing_proxy_url};
 use polykms_net::{CaRoots, NetworkConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// An origin answering every request with `200 origin` and closing.
-async fn origin() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\norigin",
-                    )
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn client(config: &NetworkConfig, env: &[(&str, &str)]) -> reqwest::Client {
     let env: Vec<(String, String)> = env
@@ -45,7 +23,7 @@ async fn get(c: &reqwest::Client, url: &str) -> String {
 
 #[tokio::test]
 async fn env_snapshot_proxy_is_used_and_no_proxy_or_empty_proxy_key_bypass_it() {
-    let target = origin().await;
+    let target = format!("http://{}", polykms_net::testing::origin().await);
     let proxy = ForwardProxy::start().await.unwrap();
     let url = proxy.url();
     let via_env = client(&NetworkConfig::default(), &[("HTTP_PROXY", &url)]);
@@ -75,7 +53,7 @@ async fn env_snapshot_proxy_is_used_and_no_proxy_or_empty_proxy_key_bypass_it() 
 
 #[tokio::test]
 async fn config_proxy_wins_over_the_environment() {
-    let target = origin().await;
+    let target = format!("http://{}", polykms_net::testing::origin().await);
     let proxy = ForwardProxy::start().await.unwrap();
     let config = NetworkConfig {
         proxy: Some(proxy.url()),
@@ -89,7 +67,7 @@ async fn config_proxy_wins_over_the_environment() {
 
 #[tokio::test]
 async fn refused_proxy_fails_the_request_as_a_connect_error() {
-    let target = origin().await;
+    let target = format!("http://{}", polykms_net::testing::origin().await);
     let config = NetworkConfig {
         proxy: Some(refusing_proxy_url().await.unwrap()),
         ..Default::default()

@@ -1,7 +1,6 @@
 //! The reqwest helper's own rustls config against local TLS servers (the test CA in
 //! `testdata/`): roots, client certificates, and what a FIPS build refuses to negotiate.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,33 +11,11 @@ use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join(name)
-}
-
-/// A plain-HTTP origin answering every request with `200 origin`.
-async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\norigin",
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 /// A TLS server config with the test certificate, the given suites, and optionally requiring
@@ -125,9 +102,12 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<String, String> {
 
 #[tokio::test]
 async fn ca_file_is_trusted_alone_or_beside_the_system_roots() {
-    let relay = TlsRelay::start_with(server_config(approved_suites(), false), origin().await)
-        .await
-        .unwrap();
+    let relay = TlsRelay::start_with(
+        server_config(approved_suites(), false),
+        polykms_net::testing::origin().await,
+    )
+    .await
+    .unwrap();
     for roots in [CaRoots::Only, CaRoots::AddToSystem] {
         let c = client(Some(testdata("ca.pem")), Trust::System(roots), None).unwrap();
         assert_eq!(get(&c, &relay.url()).await.unwrap(), "origin", "{roots:?}");
@@ -138,9 +118,12 @@ async fn ca_file_is_trusted_alone_or_beside_the_system_roots() {
 
 #[tokio::test]
 async fn a_server_outside_the_trusted_roots_is_refused() {
-    let relay = TlsRelay::start_with(server_config(approved_suites(), false), origin().await)
-        .await
-        .unwrap();
+    let relay = TlsRelay::start_with(
+        server_config(approved_suites(), false),
+        polykms_net::testing::origin().await,
+    )
+    .await
+    .unwrap();
     let c = client(None, Trust::NoSystem, None).unwrap();
     let err = get(&c, &relay.url()).await.unwrap_err();
     assert!(err.contains("certificate"), "{err}");
@@ -148,9 +131,12 @@ async fn a_server_outside_the_trusted_roots_is_refused() {
 
 #[tokio::test]
 async fn the_client_certificate_is_presented_when_configured() {
-    let relay = TlsRelay::start_with(server_config(approved_suites(), true), origin().await)
-        .await
-        .unwrap();
+    let relay = TlsRelay::start_with(
+        server_config(approved_suites(), true),
+        polykms_net::testing::origin().await,
+    )
+    .await
+    .unwrap();
     let identity = ClientIdentity::from_pem(
         "client_cert_file",
         &std::fs::read(testdata("client.pem")).unwrap(),
@@ -171,9 +157,12 @@ async fn a_server_offering_only_non_approved_suites_is_refused_in_a_fips_build()
         cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
-    let relay = TlsRelay::start_with(server_config(suites, false), origin().await)
-        .await
-        .unwrap();
+    let relay = TlsRelay::start_with(
+        server_config(suites, false),
+        polykms_net::testing::origin().await,
+    )
+    .await
+    .unwrap();
     let c = client(Some(testdata("ca.pem")), Trust::NoSystem, None).unwrap();
     let result = get(&c, &relay.url()).await;
     if polykms_backend::crypto::FIPS_BUILD {

@@ -13,30 +13,11 @@ use polykms_vault::{AuthConfig, VaultConfig};
 use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 fn net_testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../net/testdata")
         .join(name)
-}
-
-async fn unavailable_origin() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 fn chacha_only_server() -> rustls::ServerConfig {
@@ -60,9 +41,15 @@ fn chacha_only_server() -> rustls::ServerConfig {
 
 #[tokio::test]
 async fn a_fips_build_reports_the_failed_handshake_against_non_approved_suites() {
-    let relay = TlsRelay::start_with(chacha_only_server(), unavailable_origin().await)
-        .await
-        .unwrap();
+    let relay = TlsRelay::start_with(
+        chacha_only_server(),
+        polykms_net::testing::canned_origin(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s.test").unwrap();
