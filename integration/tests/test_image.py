@@ -132,12 +132,14 @@ def test_the_root_filesystem_holds_only_what_the_binary_needs(rootfs):
     assert r.returncode == 0, r.stderr
 
 
-def test_the_sbom_lists_the_crates_compiled_in(rootfs):
+def test_the_sbom_lists_the_crates_compiled_in(archive, rootfs):
     bom = json.loads((rootfs / "usr/share/doc/polykms/sbom.cdx.json").read_text())
     assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["name"] == "polykms"
     names = {c["name"] for c in bom["components"] if c["scope"] == "required"}
     assert {"tonic", "prost", "tokio", "notify", "aws-lc-rs", "aws-sdk-kms", "vaultrs"} <= names, names
-    assert "ring" not in names, names
+    # The list is cargo metadata's workspace resolve (cargo-auditable), a superset of what is
+    # linked: it names ring (an optional dependency nothing enables) in every build. What the
+    # FIPS binary links is checked on its symbols by integration/fips-check.sh.
     fips = archive.config["config"]["Labels"].get("io.polykms.fips") == "true"
     assert ("aws-lc-fips-sys" in names) == fips, names
     beside = Path(IMAGE[: -len(".tar")] + ".sbom.cdx.json") if IMAGE.endswith(".tar") else None
