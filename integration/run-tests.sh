@@ -69,5 +69,6 @@ cargo test --features fips -p polykms-backend -p polykms-core -p polykms-local -
 echo "== end-to-end suite against the FIPS binary"
 POLYKMS_BIN="$target/fips/polykms" \
   "$venv/bin/pytest" -q -p no:cacheprovider "${FIPS_TESTS[@]/#/integration/tests/}" "$@"
-# Leave target/debug/polykms the default build again (cargo re-links nothing: both are cached).
+# Leave target/debug/polykms the default build again (a few crates recompile: `-p polykms`
+# unifies features differently from the workspace build above).
 cargo build -p polykms

@@ -93,15 +93,6 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; SHA256_LEN] {
     mac.finish()
 }
 
-/// Whether `tag` is the HMAC-SHA256 of `parts` under `key`, compared in constant time.
-pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-    let mut mac = HmacSha256::new(key);
-    for part in parts {
-        mac.update(part);
-    }
-    mac.verify(tag)
-}
-
 /// Incremental HMAC-SHA256.
 #[derive(Clone)]
 pub struct HmacSha256(hmac::Context);
